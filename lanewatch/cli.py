@@ -1,0 +1,251 @@
+"""``lanewatch``: the one command for technicians, the control room and developers.
+
+Each group imports its heavy dependencies only when one of its commands runs, so ``lanewatch site
+validate`` works on a device with nothing but the base install.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import click
+
+from lanewatch import __version__
+
+if TYPE_CHECKING:
+    from lanewatch.site import Site
+
+EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lanewatch")
+def main() -> None:
+    """LaneWatch: count people at lane entrances, turn the counts into crowd levels, tell staff and signs.
+
+    Devices at the entrances count people on the device and publish counts (never images) over MQTT;
+    the aggregator stores them in InfluxDB, rolls them up into zones and sends diversion notices.
+    Everything is described by one site inventory (see `lanewatch site --help`).
+    """
+
+
+# --- site -----------------------------------------------------------------------------------------
+
+
+@main.group()
+def site() -> None:
+    """Check and explore a site inventory (zones, entrances, devices, signs, people).
+
+    The inventory is the YAML file in firmware_config/ that everything else is generated from.
+    """
+
+
+@site.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def site_validate(files: tuple[Path, ...]) -> None:
+    """Check inventory FILES; print one line per problem (FILE:LINE: PATH: WHAT) and exit 1 if any.
+
+    Checks the shape of every item (missing fields, wrong types, negative capacities, unknown
+    fields) and the references between them (unknown or duplicate ids, the hierarchy and its
+    cycles, entrances without a zone or a device, signs driven from another entrance...).
+    """
+    from lanewatch.site import InventoryError, load_site
+
+    failed = False
+    for path in files:
+        try:
+            loaded = load_site(path)
+        except InventoryError as exc:
+            failed = True
+            for line in exc.lines():
+                click.echo(line, err=True)
+            click.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+        else:
+            click.echo(
+                f"{path}: OK ({len(loaded.zones)} zones, {len(loaded.entrances)} entrances, "
+                f"{len(loaded.devices)} devices, {len(loaded.signs)} signs)"
+            )
+    sys.exit(1 if failed else 0)
+
+
+@site.command("show")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def site_show(file: Path) -> None:
+    """Print FILE's hierarchy as a tree: area, grids, entrances, with capacities and who is responsible."""
+    click.echo(_render(_load_or_exit(file)))
+
+
+def _load_or_exit(path: Path) -> Site:
+    from lanewatch.site import InventoryError, load_site
+
+    try:
+        return load_site(path)
+    except InventoryError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        raise SystemExit(1) from None
+
+
+def _render(loaded: Site) -> str:
+    from lanewatch.site.tree import render_tree
+
+    return render_tree(loaded)
+
+
+# --- contract -------------------------------------------------------------------------------------
+
+
+@main.group()
+def contract() -> None:
+    """The MQTT contract (topics and payloads, protocol v1) for anyone writing another client."""
+
+
+@contract.command("schemas")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs/schema"),
+    show_default=True,
+    help="folder to write the JSON Schema files into",
+)
+@click.option("--check", is_flag=True, help="write nothing; exit 1 if the files in --out differ from the models")
+def contract_schemas(out_dir: Path, check: bool) -> None:
+    """Generate the JSON Schema of every message from the models both sides import."""
+    from lanewatch.contract import json_schemas, schema_text
+
+    stale = []
+    for name, schema in json_schemas().items():
+        path = out_dir / name
+        text = schema_text(schema)
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}")
+    if stale:
+        click.echo("out of date (run `lanewatch contract schemas`): " + ", ".join(stale), err=True)
+        sys.exit(1)
+
+
+@contract.command("topics")
+@click.option("--site", "site_id", default="<site>", help="site id to fill in")
+def contract_topics(site_id: str) -> None:
+    """List every topic, the message it carries, and whether it is retained."""
+    from lanewatch.contract import KINDS, QOS, TOPIC_ROOT
+
+    for name, kind in KINDS.items():
+        topic = kind.template.replace("{root}", TOPIC_ROOT).replace("{site}", site_id)
+        retained = "retained" if kind.retained else "event"
+        click.echo(f"{topic:60} {kind.model.__name__:16} QoS {QOS}, {retained} ({name})")
+
+
+# --- groups filled by the edge agent, aggregator, alerts, dashboards and reports ----------------
+
+
+@main.group()
+def agent() -> None:
+    """Run and look after the counting device at a lane entrance (camera, detector, counts, sign).
+
+    Not in this release yet: the commands to run the agent and the technician tools
+    (calibrate, self-test) arrive with the edge agent.
+    """
+
+
+@main.group()
+def aggregator() -> None:
+    """Run the central aggregator: validate device messages, roll up zones, write InfluxDB.
+
+    Not in this release yet: arrives with the aggregator.
+    """
+
+
+@main.group()
+def alerts() -> None:
+    """Watch crowd levels and diversion notices live, as grid staff and the control room see them.
+
+    Not in this release yet: arrives with crowd levels.
+    """
+
+
+@main.group()
+def dashboards() -> None:
+    """Build and provision the Grafana boards generated from the site inventory.
+
+    Not in this release yet: arrives with the control-room boards.
+    """
+
+
+@main.group()
+def report() -> None:
+    """Write daily, weekly and monthly reports (Markdown, CSV, PNG) from InfluxDB.
+
+    Not in this release yet: arrives with the control-room reports.
+    """
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--site",
+    "site_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=EXAMPLE_SITE,
+    show_default="the Sanfang Qixiang example",
+    help="site inventory to run",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the local broker and database keep their data [default: a new temporary folder]",
+)
+def demo(site_file: Path, state_dir: Optional[Path]) -> None:
+    """Bring up the whole site on this machine, on a private local broker and database.
+
+    Starts Mosquitto and InfluxDB on free loopback ports, loads the site and keeps them running
+    until Ctrl-C, then stops everything it started. In this release the devices and the aggregator
+    are not part of it yet; the broker and database are ready for them.
+    """
+    import tempfile
+    import time
+
+    from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    loaded = _load_or_exit(site_file)
+    root = state_dir or Path(tempfile.mkdtemp(prefix="lanewatch-demo-"))
+    click.echo(_render(loaded))
+    broker, database = Mosquitto(root / "mosquitto"), InfluxDB(root / "influxdb")
+    try:
+        broker.start()
+        database.start()
+        database.query(f'CREATE DATABASE "{loaded.site.id}"')
+        click.echo(f"\nMQTT broker   {broker.url}   (topics: lanewatch contract topics --site {loaded.site.id})")
+        click.echo(f"InfluxDB      {database.url}   database {loaded.site.id}")
+        click.echo(f"State folder  {root}")
+        click.echo("Running. Press Ctrl-C to stop.")
+        while True:
+            time.sleep(1)
+            for server in (broker, database):
+                if server.process is not None and server.process.poll() is not None:
+                    raise ServiceError(f"{server.name} stopped unexpectedly; its log ends with:\n{server.log_tail()}")
+    except ServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\nStopping.")
+    finally:
+        database.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The MQTT contract between the devices, the aggregator and the notice receivers (protocol v1).
+
+Both sides import this one module, so a topic or a field cannot drift between them. Other clients
+get the same rules from the JSON Schema files generated from these models (``lanewatch contract
+schemas``) and from ``docs/protocol.md``.
+
+Rules that make delivery safe to repeat:
+- every count message carries the device's cumulative totals plus (boot id, sequence number), so a
+  message replayed, duplicated or delivered out of order can be recognised and never changes a total;
+- payloads are closed: an unknown field is an error, so nothing else (an image, a box, a track
+  position) can ride along with the counts;
+- every payload is compact UTF-8 JSON of at most ``MAX_PAYLOAD_BYTES``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Literal, NamedTuple, Optional, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lanewatch.ids import ID_PATTERN, Id
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = f"lanewatch/v{PROTOCOL_VERSION}"
+
+#: Hard limits, enforced on both sides. A payload over the size limit is rejected before parsing;
+#: every field below is bounded so that even the largest valid notice fits (a test checks it).
+MAX_PAYLOAD_BYTES = 32 * 1024
+MAX_WINDOW_SECONDS = 3600
+#: People crossing one line in one window; 10,000 in an hour is beyond any lane's physical flow.
+MAX_WINDOW_COUNT = 10_000
+#: Largest integer every JSON implementation reads exactly (2**53 - 1).
+MAX_TOTAL = 9_007_199_254_740_991
+MAX_IN_VIEW = 1000
+MAX_TEXT = 500
+MAX_IDS = 64
+
+#: A random 128-bit id in lowercase hex (``uuid.uuid4().hex``): boot ids and notice ids.
+Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+Level = Literal["green", "yellow", "red", "unknown"]
+
+
+class ContractError(ValueError):
+    """A payload or topic that breaks the contract; the message says which rule."""
+
+
+class _Message(BaseModel):
+    # strict: JSON types must match exactly ("5" is not 5); extra="forbid": closed payloads.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    v: Literal[1] = Field(default=1, description="protocol version")
+    site: Id = Field(description="site id from the inventory; must equal the id in the topic")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: object) -> object:
+        """Keep every timestamp in UTC so that the JSON always reads ...Z."""
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc)
+        return value
+
+
+class CountWindow(_Message):
+    """People who crossed one counting line during one window.
+
+    The aggregator deduplicates on (device, boot_id, seq). ``total_in``/``total_out`` are the line's
+    cumulative counts since the device was commissioned (persisted on the device across reboots);
+    they let the receiver detect gaps and rebuild state without trusting delivery order.
+    """
+
+    device: Id
+    line: Id
+    boot_id: Hex128 = Field(description="new at every start of the agent")
+    seq: int = Field(
+        ge=0, le=MAX_TOTAL, description="0, 1, 2 ... for every count message of this boot, all lines together"
+    )
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    in_: int = Field(
+        alias="in", ge=0, le=MAX_WINDOW_COUNT, description="crossings in the 'in' direction during the window"
+    )
+    out: int = Field(ge=0, le=MAX_WINDOW_COUNT, description="crossings in the 'out' direction during the window")
+    total_in: int = Field(ge=0, le=MAX_TOTAL)
+    total_out: int = Field(ge=0, le=MAX_TOTAL)
+    in_view: int = Field(
+        ge=0, le=MAX_IN_VIEW, description="people inside the camera's region of interest at window end"
+    )
+    model: str = Field(min_length=1, max_length=64, description="detector model, e.g. ssd_mobilenet_v1")
+    agent_version: str = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CountWindow:
+        length = (self.window_end - self.window_start).total_seconds()
+        if not 0 < length <= MAX_WINDOW_SECONDS:
+            raise ValueError(
+                f"window_end must be after window_start and the window at most {MAX_WINDOW_SECONDS} s long"
+            )
+        if self.total_in < self.in_ or self.total_out < self.out:
+            raise ValueError("cumulative totals cannot be smaller than the window's own counts")
+        return self
+
+
+CameraState = Literal["ok", "reconnecting", "failed", "none"]
+SignState = Literal["ok", "failed", "none"]
+
+
+class Heartbeat(_Message):
+    """A device's health every 30 s (configurable); a missing heartbeat makes its zone unknown."""
+
+    device: Id
+    boot_id: Hex128 = Field(description="new at every start of the agent")
+    time: AwareDatetime
+    uptime_s: float = Field(ge=0)
+    fps: float = Field(ge=0, le=1000)
+    inference_ms: Optional[float] = Field(ge=0, le=60_000)
+    dropped_frames: int = Field(ge=0, le=MAX_TOTAL, description="frames skipped since boot because inference was busy")
+    cpu_temp_c: Optional[float] = Field(ge=-40, le=150)
+    load1: float = Field(ge=0, le=1000)
+    outbox_depth: int = Field(ge=0, le=MAX_TOTAL, description="messages waiting for the broker's acknowledgement")
+    outbox_dropped: int = Field(
+        ge=0, le=MAX_TOTAL, description="messages dropped by the outbox bounds since commissioning"
+    )
+    camera: CameraState
+    sign: SignState
+    clock_synced: Optional[bool] = Field(description="system clock synchronised (NTP); null when unknown")
+
+
+class Availability(_Message):
+    """Retained ``online`` on connect; the broker publishes the Last Will ``offline`` when the device dies."""
+
+    device: Id
+    state: Literal["online", "offline"]
+    boot_id: Hex128 = Field(description="new at every start of the agent")
+
+
+class LevelState(_Message):
+    """A zone's current crowd level, retained so a receiver that connects late sees it at once."""
+
+    zone: Id
+    level: Level
+    occupancy: Optional[int] = Field(ge=0, le=MAX_TOTAL, description="persons; null when unknown")
+    capacity: int = Field(gt=0, le=MAX_TOTAL)
+    density: Optional[float] = Field(ge=0, le=100, description="persons/m² where the zone's area is known")
+    coverage: float = Field(ge=0, le=1, description="share of the zone's boundary entrances reporting")
+    since: AwareDatetime = Field(description="when the zone entered this level")
+    time: AwareDatetime
+    reason: str = Field(max_length=MAX_TEXT)
+
+
+class Actions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    meter_inbound: list[Id] = Field(default_factory=list, max_length=MAX_IDS, description="entrances to meter inbound")
+    close_inbound: list[Id] = Field(default_factory=list, max_length=MAX_IDS, description="entrances to close inbound")
+    divert_to: list[Id] = Field(
+        default_factory=list, max_length=MAX_IDS, description="neighbouring zones with spare capacity"
+    )
+
+
+class NoticeText(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    zh: str = Field(min_length=1, max_length=MAX_TEXT)
+    en: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class DiversionNotice(_Message):
+    """What grid staff and entrance signs must do now (QoS 1, one per level change or forecast)."""
+
+    id: Hex128 = Field(description="receivers deduplicate on it")
+    kind: Literal["level_change", "predicted_red"]
+    zone: Id
+    level: Level
+    previous_level: Level
+    occupancy: Optional[int] = Field(ge=0, le=MAX_TOTAL)
+    capacity: int = Field(gt=0, le=MAX_TOTAL)
+    trend: Literal["rising", "steady", "falling", "unknown"]
+    time: AwareDatetime
+    reason: str = Field(max_length=MAX_TEXT)
+    actions: Actions
+    text: NoticeText
+    to: list[Id] = Field(max_length=MAX_IDS, description="receivers: people and signs, by inventory id")
+
+
+Message = Union[CountWindow, Heartbeat, Availability, LevelState, DiversionNotice]
+
+
+# --- topics ---------------------------------------------------------------------------------------
+
+
+class Kind(NamedTuple):
+    """One message kind: its model, topic template, and how it is published."""
+
+    model: type[_Message]
+    template: str
+    retained: bool
+
+
+#: Every topic is ``lanewatch/v1/<site>/...``; ids never contain '/', '+' or '#'.
+KINDS: dict[str, Kind] = {
+    "count": Kind(CountWindow, "{root}/{site}/devices/{device}/counts/{line}", False),
+    "heartbeat": Kind(Heartbeat, "{root}/{site}/devices/{device}/heartbeat", False),
+    "availability": Kind(Availability, "{root}/{site}/devices/{device}/availability", True),
+    "level": Kind(LevelState, "{root}/{site}/zones/{zone}/level", True),
+    "zone_notice": Kind(DiversionNotice, "{root}/{site}/zones/{zone}/notices", False),
+    "entrance_notice": Kind(DiversionNotice, "{root}/{site}/entrances/{entrance}/notices", False),
+}
+QOS = 1
+
+
+def topic_for(message: Message, entrance: Optional[str] = None) -> str:
+    """The topic a message is published on. A notice goes to its zone, or to one entrance's sign."""
+    if isinstance(message, DiversionNotice):
+        if entrance is not None:
+            return KINDS["entrance_notice"].template.format(root=TOPIC_ROOT, site=message.site, entrance=entrance)
+        return KINDS["zone_notice"].template.format(root=TOPIC_ROOT, site=message.site, zone=message.zone)
+    ids = {name: getattr(message, name, None) for name in ("device", "line", "zone")}
+    return KINDS[kind_of(message)].template.format(root=TOPIC_ROOT, site=message.site, **ids)
+
+
+def kind_of(message: Message) -> str:
+    return next(name for name, kind in KINDS.items() if type(message) is kind.model)
+
+
+def subscription(kind: str, site: str = "+", share_group: Optional[str] = None) -> str:
+    """A topic filter for every message of one kind, optionally in an MQTT v5 shared group."""
+    filter_ = re.sub(r"\{(?!root|site)\w+\}", "+", KINDS[kind].template).format(root=TOPIC_ROOT, site=site)
+    return f"$share/{share_group}/{filter_}" if share_group else filter_
+
+
+def _topic_regex(template: str) -> re.Pattern:
+    """``{root}`` is literal, every other ``{name}`` becomes a named group matching an id."""
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(
+        re.escape(part)
+        if i % 2 == 0
+        else re.escape(TOPIC_ROOT)
+        if part == "root"
+        else f"(?P<{part}>{ID_PATTERN[1:-1]})"
+        for i, part in enumerate(parts)
+    )
+    return re.compile(f"^{regex}$")
+
+
+_TOPIC_PATTERNS = {name: _topic_regex(kind.template) for name, kind in KINDS.items()}
+
+
+class ParsedTopic(NamedTuple):
+    kind: str
+    ids: dict[str, str]
+
+
+def parse_topic(topic: str) -> ParsedTopic:
+    """Which kind of message a topic carries, and the ids in it; ContractError if it is not ours."""
+    for name, pattern in _TOPIC_PATTERNS.items():
+        match = pattern.match(topic)
+        if match:
+            return ParsedTopic(name, match.groupdict())
+    raise ContractError(f"topic {topic!r} is not a LaneWatch {TOPIC_ROOT} topic")
+
+
+# --- payloads -------------------------------------------------------------------------------------
+
+
+def encode(message: Message) -> bytes:
+    """Compact UTF-8 JSON, checked against the size limit before anything is sent."""
+    payload = message.model_dump_json(by_alias=True).encode("utf-8")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(
+            f"{type(message).__name__} payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    return payload
+
+
+def decode(kind: str, payload: bytes) -> Message:
+    """Parse and check one payload of a known kind; ContractError names the first rule it breaks."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        return KINDS[kind].model.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ContractError(f"{where}: {first['msg']}{more}") from None
+
+
+def json_schemas() -> dict[str, dict]:
+    """The JSON Schema (draft 2020-12) of every message model, keyed by file name."""
+    schemas = {}
+    for model in dict.fromkeys(kind.model for kind in KINDS.values()):
+        schema = model.model_json_schema(by_alias=True)
+        name = re.sub(r"(?<!^)(?=[A-Z])", "-", model.__name__).lower()
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"urn:lanewatch:v{PROTOCOL_VERSION}:{name}",
+            **schema,
+            "x-lanewatch-max-bytes": MAX_PAYLOAD_BYTES,
+        }
+        schemas[f"{name}.schema.json"] = schema
+    return schemas
+
+
+def schema_text(schema: dict) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=False) + "\n"

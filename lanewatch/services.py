@@ -1,0 +1,287 @@
+"""Run a private Mosquitto broker and InfluxDB server on loopback, for the tests and the local demo.
+
+Each server gets a free 127.0.0.1 port and its own state folder, is waited for until it answers,
+and is stopped by its PID (SIGTERM, then SIGKILL), so nothing is left behind and nothing clashes with
+a system-wide install. The binaries come from Debian's ``mosquitto`` and ``influxdb`` packages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+#: Where Debian installs the servers; /usr/sbin is not on every user's PATH.
+SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+APT_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb"}
+
+
+class ServiceError(RuntimeError):
+    """A server is missing, did not start, or did not answer; the message says what to do."""
+
+
+def find_binary(name: str) -> str:
+    found = shutil.which(name) or next((str(Path(d) / name) for d in SEARCH_DIRS if (Path(d) / name).is_file()), None)
+    if found is None:
+        raise ServiceError(
+            f"{name} is not installed: run `sudo apt-get install {APT_PACKAGES.get(name, name)}` "
+            "(or ./scripts/setup, which installs everything LaneWatch needs)"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Server:
+    """A child server process with a state folder, a log file and a readiness check."""
+
+    name = "server"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir / f"{self.name}.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.host = "127.0.0.1"
+        self.port = free_port()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} is not running"
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> _Server:
+        command = self.command()
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {self.process.returncode} at start; "
+                    f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                )
+            if self.ready():
+                log.info(
+                    "started %s pid %d on %s:%d (state in %s)",
+                    self.name,
+                    self.pid,
+                    self.host,
+                    self.port,
+                    self.state_dir,
+                )
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} did not answer on {self.host}:{self.port} within {timeout:.0f} s; "
+            f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not go."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.info("stopped %s pid %d (exit code %s)", self.name, process.pid, process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: for fault tests."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            log.info("killed %s pid %d", self.name, self.process.pid)
+            self.process = None
+
+    def restart(self, timeout: float = 30.0) -> _Server:
+        """Stop and start again on the same port and state, as after a server reboot."""
+        self.stop()
+        return self.start(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> _Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Mosquitto(_Server):
+    """A Mosquitto broker; ``extra_config`` lines are appended (listeners, TLS, ACLs come later)."""
+
+    name = "mosquitto"
+
+    #: Mosquitto's default of 1000 queued QoS 1 messages per client drops messages for a slow
+    #: subscriber while the publisher still gets its PUBACK. LaneWatch never wants a silent drop,
+    #: so the queue is bounded by memory instead, on purpose.
+    MAX_QUEUED_MESSAGES = 1_000_000
+    MAX_QUEUED_BYTES = 512 * 1024 * 1024
+
+    def __init__(self, state_dir: Path, extra_config: Sequence[str] = ()) -> None:
+        super().__init__(state_dir)
+        self.extra_config = list(extra_config)
+        self.config_path = self.state_dir / "mosquitto.conf"
+
+    def command(self) -> list[str]:
+        binary = find_binary("mosquitto")
+        data_dir = self.state_dir / "data"
+        data_dir.mkdir(exist_ok=True)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data_dir}/",
+            "autosave_interval 1",
+            f"max_queued_messages {self.MAX_QUEUED_MESSAGES}",
+            f"max_queued_bytes {self.MAX_QUEUED_BYTES}",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            # Started by root, Mosquitto would switch to user 'mosquitto', who cannot enter a
+            # private temp folder. This broker serves loopback only; a deployed broker runs from
+            # the generated config under systemd as 'mosquitto'.
+            *(["user root"] if os.geteuid() == 0 else []),
+            *self.extra_config,
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return [binary, "-c", str(self.config_path)]
+
+    def ready(self) -> bool:
+        return _mqtt_connack(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+class InfluxDB(_Server):
+    """An InfluxDB 1.x server (Debian ships 1.6.7): v1 ``/write`` and InfluxQL ``/query``."""
+
+    name = "influxd"
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.rpc_port = free_port()
+        self.config_path = self.state_dir / "influxdb.conf"
+
+    def command(self) -> list[str]:
+        binary = find_binary("influxd")
+        d = self.state_dir
+        self.config_path.write_text(f"""\
+reporting-disabled = true
+bind-address = "{self.host}:{self.rpc_port}"
+
+[meta]
+  dir = "{d}/meta"
+
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{self.host}:{self.port}"
+  log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[subscriber]
+  enabled = false
+
+[continuous_queries]
+  enabled = false
+""")
+        return [binary, "-config", str(self.config_path)]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
+                return bool(response.status == 204)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def query(self, q: str, db: Optional[str] = None) -> dict:
+        """Run InfluxQL through ``/query`` and return the decoded JSON (raises on an error)."""
+        import json
+
+        params = {"q": q, **({"db": db} if db else {})}
+        request = urllib.request.Request(
+            f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # 400 for a bad query, with the reason in a JSON body
+            body = json.loads(exc.read() or b"{}") or {"error": f"HTTP {exc.code}"}
+        errors = [r["error"] for r in body.get("results", []) if "error" in r]
+        if "error" in body or errors:
+            raise ServiceError(f"InfluxQL {q!r} failed: {body.get('error') or errors[0]}")
+        return body
+
+    def write(self, db: str, lines: str) -> None:
+        """Write line protocol through the v1 ``/write`` endpoint."""
+        request = urllib.request.Request(
+            f"{self.url}/write?db={urllib.parse.quote(db)}&precision=s", data=lines.encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if response.status != 204:
+                raise ServiceError(f"InfluxDB /write answered {response.status}")
+
+
+def _mqtt_connack(host: str, port: int) -> bool:
+    """True when an MQTT CONNECT is accepted: the broker is not just listening but serving."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lanewatch-ping-{os.getpid()}")
+    try:
+        client.connect(host, port, keepalive=5)
+        client.loop(timeout=1.0)
+        return bool(client.is_connected())
+    except OSError:
+        return False
+    finally:
+        client.disconnect()

@@ -1,0 +1,181 @@
+"""Typed model of a site inventory: the one source of truth for zones, entrances and devices.
+
+Each section is a flat list whose items point at each other by id (an entrance names its zone, a
+device its entrance), so that adding an entrance is one edit and every reference can be checked.
+The cross-reference rules live in ``lanewatch.site.inventory``; these classes only check the shape
+of one item at a time.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lanewatch.ids import Id
+
+ZoneKind = Literal["area", "grid2", "grid3"]
+#: What each kind of zone may have as its parent: the scenic area contains second-level grids,
+#: which contain third-level grids.
+PARENT_KIND: dict[str, Optional[str]] = {"area": None, "grid2": "area", "grid3": "grid2"}
+KIND_NAMES = {"area": "the scenic area", "grid2": "a second-level grid", "grid3": "a third-level grid"}
+
+Role = Literal["officer", "staff", "technician", "control_room"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Text(_Item):
+    """A name or message in both languages the signs and staff use."""
+
+    zh: str = Field(min_length=1, max_length=100)
+    en: str = Field(min_length=1, max_length=100)
+
+
+class SiteInfo(_Item):
+    id: Id
+    name: Text
+    timezone: str = Field(description="IANA time zone of the site, e.g. Asia/Shanghai")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
+        return value
+
+
+class Person(_Item):
+    """Someone who receives notices: a grid's officer or staff, a technician, the control room."""
+
+    id: Id
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class Zone(_Item):
+    id: Id
+    name: Text
+    kind: ZoneKind
+    parent: Optional[Id] = None
+    capacity: int = Field(gt=0, description="instantaneous capacity in persons")
+    area_m2: Optional[float] = Field(default=None, gt=0, description="walkable area in m²")
+    neighbours: list[Id] = Field(
+        default_factory=list, description="zones of the same kind that visitors can be sent to"
+    )
+    officer: Optional[Id] = None
+    staff: list[Id] = Field(default_factory=list)
+
+
+class Entrance(_Item):
+    """A lane mouth where people are counted; ``in`` means walking into ``zone``."""
+
+    id: Id
+    name: Text
+    zone: Optional[Id] = None  # Optional so that a missing zone gets its own, clearer error.
+    outside: Optional[Id] = Field(
+        default=None, description="the zone on the other side; omitted when it leads out of the scenic area"
+    )
+    width_m: Optional[float] = Field(default=None, gt=0)
+
+
+class CountingLine(_Item):
+    """A line in the camera image, in fractions of its width and height (resolution independent).
+
+    ``in`` is motion along (y2-y1, -(x2-x1)) in image coordinates (y down): for a line drawn top to
+    bottom, left to right is ``in``.
+    """
+
+    name: Id
+    start: tuple[Fraction, Fraction]
+    end: tuple[Fraction, Fraction]
+
+    @model_validator(mode="after")
+    def _has_length(self) -> CountingLine:
+        if self.start == self.end:
+            raise ValueError("start and end are the same point; a counting line needs two distinct points")
+        return self
+
+
+class Device(_Item):
+    id: Id
+    entrance: Id
+    hardware: str = Field(min_length=1, max_length=80)
+    source: Literal["camera", "serial_counter"] = "camera"
+    lines: list[CountingLine] = Field(min_length=1)
+
+
+class Sign(_Item):
+    """A variable-message sign at an entrance, driven over serial by a device at that entrance."""
+
+    id: Id
+    entrance: Id
+    device: Id
+    languages: list[Literal["zh", "en"]] = Field(default_factory=lambda: ["zh", "en"], min_length=1)
+
+
+class Site(_Item):
+    """A whole checked inventory; build it with ``lanewatch.site.load_site``, which checks references."""
+
+    site: SiteInfo
+    people: list[Person] = Field(default_factory=list)
+    zones: list[Zone]
+    entrances: list[Entrance]
+    devices: list[Device]
+    signs: list[Sign] = Field(default_factory=list)
+
+    @cached_property
+    def zones_by_id(self) -> dict[str, Zone]:
+        return {z.id: z for z in self.zones}
+
+    @cached_property
+    def root(self) -> Zone:
+        return next(z for z in self.zones if z.kind == "area")
+
+    def zone(self, zone_id: str) -> Zone:
+        return self.zones_by_id[zone_id]
+
+    def person(self, person_id: str) -> Person:
+        return next(p for p in self.people if p.id == person_id)
+
+    def children(self, zone_id: str) -> list[Zone]:
+        return [z for z in self.zones if z.parent == zone_id]
+
+    def contains(self, zone_id: str, other_id: Optional[str]) -> bool:
+        """True when ``other_id`` is ``zone_id`` or lies inside it; None (outside the area) never does."""
+        while other_id is not None:
+            if other_id == zone_id:
+                return True
+            other_id = self.zone(other_id).parent
+        return False
+
+    def boundary_entrances(self, zone_id: str) -> list[tuple[Entrance, int]]:
+        """The entrances on a zone's boundary, with +1 where ``in`` enters the zone, -1 where it leaves.
+
+        A zone's occupancy is the signed sum of (in - out) over these. Entrances between two of its
+        own sub-zones are inside it and cancel, which is why a parent's occupancy is the sum of
+        its children's.
+        """
+        result = []
+        for entrance in self.entrances:
+            into = self.contains(zone_id, entrance.zone)
+            from_inside = self.contains(zone_id, entrance.outside)
+            if into and not from_inside:
+                result.append((entrance, 1))
+            elif from_inside and not into:
+                result.append((entrance, -1))
+        return result
+
+    def devices_at(self, entrance_id: str) -> list[Device]:
+        return [d for d in self.devices if d.entrance == entrance_id]
+
+    def signs_at(self, entrance_id: str) -> list[Sign]:
+        return [s for s in self.signs if s.entrance == entrance_id]

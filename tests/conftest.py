@@ -1,0 +1,123 @@
+"""Real servers for the tests: a private Mosquitto and InfluxDB on free loopback ports.
+
+Without them a test skips with the reason, except under CI=true, where a missing server or a missing
+``../shared/assets`` fails the run: CI must never pass by testing less.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NoReturn
+
+import pytest
+
+from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+
+if TYPE_CHECKING:
+    import click.testing
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SITE = REPO / "firmware_config" / "sanfang-qixiang.yaml"
+SHARED_ASSETS = REPO.parent / "shared" / "assets"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing server or asset is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _say(request: pytest.FixtureRequest, text: str) -> None:
+    """A line in the test log, so that every run shows which real servers it started and stopped."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[servers] {text}")
+
+
+@pytest.fixture(scope="session")
+def mosquitto(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A real Mosquitto broker for the whole session."""
+    yield from _serve(request, Mosquitto(tmp_path_factory.mktemp("mosquitto")))
+
+
+@pytest.fixture(scope="session")
+def influxdb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
+    """A real InfluxDB 1.x server for the whole session."""
+    yield from _serve(request, InfluxDB(tmp_path_factory.mktemp("influxdb")))
+
+
+@pytest.fixture
+def fresh_influxdb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InfluxDB]:
+    """An InfluxDB of this test's own, for tests that stop, kill or restart it."""
+    yield from _serve(request, InfluxDB(tmp_path / "influxdb"))
+
+
+@pytest.fixture
+def fresh_mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, for tests that stop, kill or restart it."""
+    yield from _serve(request, Mosquitto(tmp_path / "mosquitto"))
+
+
+def _serve(request: pytest.FixtureRequest, server: Mosquitto | InfluxDB) -> Iterator:
+    try:
+        server.start()
+    except ServiceError as exc:
+        unavailable(str(exc))
+    _say(request, f"started {server.name} pid {server.pid} on {server.url}")
+    try:
+        yield server
+    finally:
+        pid = server.process.pid if server.process else None
+        server.stop()
+        _say(request, f"stopped {server.name} pid {pid}" if pid else f"{server.name} was already stopped")
+
+
+@pytest.fixture(scope="session")
+def shared_assets() -> Path:
+    """The real models and footage beside the project (never copied into it)."""
+    if not SHARED_ASSETS.is_dir():
+        unavailable(f"{SHARED_ASSETS} is missing: check out the project with ../shared beside it")
+    return SHARED_ASSETS
+
+
+@pytest.fixture
+def mqtt_client(mosquitto: Mosquitto) -> Iterator[Callable[..., object]]:
+    """Connected paho MQTT v5 clients on the session broker, disconnected after the test."""
+    import paho.mqtt.client as mqtt
+
+    clients: list[mqtt.Client] = []
+
+    def connect(client_id: str = "", clean_start: bool = True, **kwargs: object) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+            **kwargs,
+        )
+        client.connect(mosquitto.host, mosquitto.port, keepalive=30, clean_start=clean_start)
+        client.loop_start()
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+
+
+def run_cli(*args: str) -> click.testing.Result:
+    """Invoke ``lanewatch`` in-process with stdout and stderr apart (click 8.1, for Python 3.9, and 8.2+)."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from lanewatch.cli import main
+
+    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
+    return CliRunner(**separate).invoke(main, list(args))

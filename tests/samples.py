@@ -1,0 +1,84 @@
+"""One valid message of every kind, as the devices and the aggregator would send them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from lanewatch import contract as c
+
+SITE = "sanfang-qixiang"
+NOW = datetime(2026, 11, 29, 3, 0, 5, 250000, tzinfo=timezone.utc)
+BOOT = uuid.UUID(int=0xA11CE).hex
+
+
+def samples() -> dict[str, c.Message]:
+    notice = c.DiversionNotice(
+        site=SITE,
+        id=uuid.UUID(int=42).hex,
+        kind="level_change",
+        zone="nanhou",
+        level="red",
+        previous_level="yellow",
+        occupancy=5612,
+        capacity=5500,
+        trend="rising",
+        time=NOW,
+        reason="occupancy 102% of capacity",
+        actions=c.Actions(meter_inbound=["nanhou-south"], close_inbound=["nanhou-north"], divert_to=["alleys-south"]),
+        text=c.NoticeText(
+            zh="南后街已满，请暂停北口进入，引导游客前往安民巷、宫巷。",
+            en="Nanhou Street is full: stop entry at the north gate, send visitors to Anmin and Gong Alleys.",
+        ),
+        to=["officer-wu", "staff-nanhou-north", "sign-nanhou-north"],
+    )
+    return {
+        "count": c.CountWindow(
+            site=SITE,
+            device="cam-yijin-west",
+            line="gate",
+            boot_id=BOOT,
+            seq=17,
+            window_start=NOW - timedelta(seconds=5),
+            window_end=NOW,
+            in_=12,
+            out=3,
+            total_in=48211,
+            total_out=47950,
+            in_view=9,
+            model="ssd_mobilenet_v1_coco_quant",
+            agent_version="0.1.0",
+        ),
+        "heartbeat": c.Heartbeat(
+            site=SITE,
+            device="cam-yijin-west",
+            boot_id=BOOT,
+            time=NOW,
+            uptime_s=86400.5,
+            fps=14.8,
+            inference_ms=31.2,
+            dropped_frames=12,
+            cpu_temp_c=61.5,
+            load1=1.2,
+            outbox_depth=0,
+            outbox_dropped=0,
+            camera="ok",
+            sign="ok",
+            clock_synced=True,
+        ),
+        "availability": c.Availability(site=SITE, device="cam-yijin-west", state="online", boot_id=BOOT),
+        "level": c.LevelState(
+            site=SITE,
+            zone="nanhou",
+            level="red",
+            occupancy=5612,
+            capacity=5500,
+            density=0.51,
+            coverage=1.0,
+            since=NOW - timedelta(minutes=3),
+            time=NOW,
+            reason="occupancy 102% of capacity",
+        ),
+        "zone_notice": notice,
+        "entrance_notice": notice,
+    }

@@ -1,0 +1,74 @@
+"""Every message kind through the real Mosquitto, checked on arrival against the committed JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import queue
+from typing import Callable
+
+import jsonschema
+import paho.mqtt.client as mqtt
+
+from lanewatch import contract as c
+from tests.samples import SITE, samples
+from tests.test_contract import schema_for
+
+Received = tuple[str, bytes, bool]
+
+
+def _collector(client: mqtt.Client, filters: list[str]) -> queue.Queue[Received]:
+    inbox: queue.Queue[Received] = queue.Queue()
+    subscribed = queue.Queue()
+    client.on_message = lambda _c, _u, msg: inbox.put((msg.topic, msg.payload, bool(msg.retain)))
+    client.on_subscribe = lambda *_args: subscribed.put(True)
+    client.subscribe([(f, mqtt.SubscribeOptions(qos=c.QOS)) for f in filters])
+    subscribed.get(timeout=10)
+    return inbox
+
+
+def _published(kind: str) -> tuple[str, c.Message, bool]:
+    message = samples()[kind]
+    entrance = "nanhou-north" if kind == "entrance_notice" else None
+    return c.topic_for(message, entrance=entrance), message, c.KINDS[kind].retained
+
+
+def test_every_kind_crosses_the_broker_intact(mqtt_client: Callable[..., mqtt.Client]) -> None:
+    receiver = mqtt_client()
+    inbox = _collector(receiver, [c.subscription(kind, site=SITE) for kind in c.KINDS])
+    sender = mqtt_client()
+    sent: dict[str, tuple[str, c.Message]] = {}
+    for kind in c.KINDS:
+        topic, message, retained = _published(kind)
+        info = sender.publish(topic, c.encode(message), qos=c.QOS, retain=retained)
+        assert info.rc == mqtt.MQTT_ERR_SUCCESS
+        info.wait_for_publish(timeout=10)
+        sent[topic] = (kind, message)
+
+    arrived = {}
+    while len(arrived) < len(sent):
+        topic, payload, _ = inbox.get(timeout=10)
+        arrived[topic] = payload
+    for topic, (kind, message) in sent.items():
+        parsed = c.parse_topic(topic)
+        assert parsed.kind == kind
+        jsonschema.validate(json.loads(arrived[topic]), schema_for(kind))
+        assert c.decode(parsed.kind, arrived[topic]) == message
+
+
+def test_retained_state_reaches_a_receiver_that_connects_later(mqtt_client: Callable[..., mqtt.Client]) -> None:
+    """A staff phone or a sign that starts after the level changed still gets the current level at once."""
+    sender = mqtt_client()
+    for kind in ("availability", "level"):
+        topic, message, retained = _published(kind)
+        assert retained
+        sender.publish(topic, c.encode(message), qos=c.QOS, retain=True).wait_for_publish(timeout=10)
+
+    late = mqtt_client()
+    inbox = _collector(late, [c.subscription("availability", site=SITE), c.subscription("level", site=SITE)])
+    got = {}
+    while len(got) < 2:
+        topic, payload, retain = inbox.get(timeout=10)
+        assert retain, f"{topic} should arrive as retained state"
+        got[c.parse_topic(topic).kind] = c.decode(c.parse_topic(topic).kind, payload)
+    assert got["level"] == samples()["level"]
+    assert got["availability"] == samples()["availability"]
