@@ -37,7 +37,9 @@ def main() -> None:
 
 @main.group()
 def site() -> None:
-    """Check and explore a site inventory (zones, entrances, devices, signs, people).
+    """Check and explore a site inventory.
+
+    The site inventory lists zones, entrances, devices, signs and people.
 
     The inventory is the YAML file in firmware_config/ that everything else is generated from.
     """
@@ -100,7 +102,10 @@ def _render(loaded: Site) -> str:
 
 @main.group()
 def contract() -> None:
-    """The MQTT contract (topics and payloads, protocol v1) for anyone writing another client."""
+    """The MQTT contract: topics and payloads (protocol v1).
+
+    For anyone writing another device, receiver or sign controller; see docs/protocol.md.
+    """
 
 
 @contract.command("schemas")
@@ -137,10 +142,10 @@ def contract_schemas(out_dir: Path, check: bool) -> None:
 @click.option("--site", "site_id", default="<site>", help="site id to fill in")
 def contract_topics(site_id: str) -> None:
     """List every topic, the message it carries, and whether it is retained."""
-    from lanewatch.contract import KINDS, QOS, TOPIC_ROOT
+    from lanewatch.contract import KINDS, QOS
 
     for name, kind in KINDS.items():
-        topic = kind.template.replace("{root}", TOPIC_ROOT).replace("{site}", site_id)
+        topic = kind.template.replace("{site}", site_id)
         retained = "retained" if kind.retained else "event"
         click.echo(f"{topic:60} {kind.model.__name__:16} QoS {QOS}, {retained} ({name})")
 
@@ -150,7 +155,9 @@ def contract_topics(site_id: str) -> None:
 
 @main.group()
 def agent() -> None:
-    """Run and look after the counting device at a lane entrance (camera, detector, counts, sign).
+    """The counting device at a lane entrance.
+
+    Camera, detector, tracker and counting lines on the device; counts out over MQTT; the sign.
 
     Not in this release yet: the commands to run the agent and the technician tools
     (calibrate, self-test) arrive with the edge agent.
@@ -159,7 +166,9 @@ def agent() -> None:
 
 @main.group()
 def aggregator() -> None:
-    """Run the central aggregator: validate device messages, roll up zones, write InfluxDB.
+    """The central aggregator: ingest, roll-up, InfluxDB.
+
+    Validates device messages, rolls entrances up into zones, writes InfluxDB.
 
     Not in this release yet: arrives with the aggregator.
     """
@@ -167,7 +176,9 @@ def aggregator() -> None:
 
 @main.group()
 def alerts() -> None:
-    """Watch crowd levels and diversion notices live, as grid staff and the control room see them.
+    """Crowd levels and diversion notices, live.
+
+    What grid staff and the control room see when a zone fills.
 
     Not in this release yet: arrives with crowd levels.
     """
@@ -175,7 +186,9 @@ def alerts() -> None:
 
 @main.group()
 def dashboards() -> None:
-    """Build and provision the Grafana boards generated from the site inventory.
+    """The Grafana boards generated from the site inventory.
+
+    Build them for a site and provision them into Grafana.
 
     Not in this release yet: arrives with the control-room boards.
     """
@@ -183,7 +196,9 @@ def dashboards() -> None:
 
 @main.group()
 def report() -> None:
-    """Write daily, weekly and monthly reports (Markdown, CSV, PNG) from InfluxDB.
+    """Daily, weekly and monthly reports for the control room.
+
+    Markdown, CSV and PNG charts, from InfluxDB.
 
     Not in this release yet: arrives with the control-room reports.
     """
@@ -208,16 +223,25 @@ def report() -> None:
     help="where the local broker and database keep their data [default: a new temporary folder]",
 )
 def demo(site_file: Path, state_dir: Optional[Path]) -> None:
-    """Bring up the whole site on this machine, on a private local broker and database.
+    """Run the whole site on this machine (Ctrl-C stops it).
 
     Starts Mosquitto and InfluxDB on free loopback ports, loads the site and keeps them running
     until Ctrl-C, then stops everything it started. In this release the devices and the aggregator
     are not part of it yet; the broker and database are ready for them.
     """
+    import signal
     import tempfile
     import time
 
     from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+
+    def stop_on(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and a service
+    # manager stops with SIGTERM; both must stop what the demo started.
+    signal.signal(signal.SIGINT, stop_on)
+    signal.signal(signal.SIGTERM, stop_on)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     loaded = _load_or_exit(site_file)

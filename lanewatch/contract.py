@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Literal, NamedTuple, Optional
 
 from pydantic import (
     AwareDatetime,
@@ -57,7 +57,9 @@ class ContractError(ValueError):
     """A payload or topic that breaks the contract; the message says which rule."""
 
 
-class _Message(BaseModel):
+class Message(BaseModel):
+    """What every payload has: closed, strict, versioned, for one site."""
+
     # strict: JSON types must match exactly ("5" is not 5); extra="forbid": closed payloads.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
@@ -73,7 +75,7 @@ class _Message(BaseModel):
         return value
 
 
-class CountWindow(_Message):
+class CountWindow(Message):
     """People who crossed one counting line during one window.
 
     The aggregator deduplicates on (device, boot_id, seq). ``total_in``/``total_out`` are the line's
@@ -117,7 +119,7 @@ CameraState = Literal["ok", "reconnecting", "failed", "none"]
 SignState = Literal["ok", "failed", "none"]
 
 
-class Heartbeat(_Message):
+class Heartbeat(Message):
     """A device's health every 30 s (configurable); a missing heartbeat makes its zone unknown."""
 
     device: Id
@@ -138,7 +140,7 @@ class Heartbeat(_Message):
     clock_synced: Optional[bool] = Field(description="system clock synchronised (NTP); null when unknown")
 
 
-class Availability(_Message):
+class Availability(Message):
     """Retained ``online`` on connect; the broker publishes the Last Will ``offline`` when the device dies."""
 
     device: Id
@@ -146,7 +148,7 @@ class Availability(_Message):
     boot_id: Hex128 = Field(description="new at every start of the agent")
 
 
-class LevelState(_Message):
+class LevelState(Message):
     """A zone's current crowd level, retained so a receiver that connects late sees it at once."""
 
     zone: Id
@@ -177,7 +179,7 @@ class NoticeText(BaseModel):
     en: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-class DiversionNotice(_Message):
+class DiversionNotice(Message):
     """What grid staff and entrance signs must do now (QoS 1, one per level change or forecast)."""
 
     id: Hex128 = Field(description="receivers deduplicate on it")
@@ -195,28 +197,25 @@ class DiversionNotice(_Message):
     to: list[Id] = Field(max_length=MAX_IDS, description="receivers: people and signs, by inventory id")
 
 
-Message = Union[CountWindow, Heartbeat, Availability, LevelState, DiversionNotice]
-
-
 # --- topics ---------------------------------------------------------------------------------------
 
 
 class Kind(NamedTuple):
     """One message kind: its model, topic template, and how it is published."""
 
-    model: type[_Message]
+    model: type[Message]
     template: str
     retained: bool
 
 
 #: Every topic is ``lanewatch/v1/<site>/...``; ids never contain '/', '+' or '#'.
 KINDS: dict[str, Kind] = {
-    "count": Kind(CountWindow, "{root}/{site}/devices/{device}/counts/{line}", False),
-    "heartbeat": Kind(Heartbeat, "{root}/{site}/devices/{device}/heartbeat", False),
-    "availability": Kind(Availability, "{root}/{site}/devices/{device}/availability", True),
-    "level": Kind(LevelState, "{root}/{site}/zones/{zone}/level", True),
-    "zone_notice": Kind(DiversionNotice, "{root}/{site}/zones/{zone}/notices", False),
-    "entrance_notice": Kind(DiversionNotice, "{root}/{site}/entrances/{entrance}/notices", False),
+    "count": Kind(CountWindow, TOPIC_ROOT + "/{site}/devices/{device}/counts/{line}", False),
+    "heartbeat": Kind(Heartbeat, TOPIC_ROOT + "/{site}/devices/{device}/heartbeat", False),
+    "availability": Kind(Availability, TOPIC_ROOT + "/{site}/devices/{device}/availability", True),
+    "level": Kind(LevelState, TOPIC_ROOT + "/{site}/zones/{zone}/level", True),
+    "zone_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/zones/{zone}/notices", False),
+    "entrance_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/entrances/{entrance}/notices", False),
 }
 QOS = 1
 
@@ -225,10 +224,10 @@ def topic_for(message: Message, entrance: Optional[str] = None) -> str:
     """The topic a message is published on. A notice goes to its zone, or to one entrance's sign."""
     if isinstance(message, DiversionNotice):
         if entrance is not None:
-            return KINDS["entrance_notice"].template.format(root=TOPIC_ROOT, site=message.site, entrance=entrance)
-        return KINDS["zone_notice"].template.format(root=TOPIC_ROOT, site=message.site, zone=message.zone)
+            return KINDS["entrance_notice"].template.format(site=message.site, entrance=entrance)
+        return KINDS["zone_notice"].template.format(site=message.site, zone=message.zone)
     ids = {name: getattr(message, name, None) for name in ("device", "line", "zone")}
-    return KINDS[kind_of(message)].template.format(root=TOPIC_ROOT, site=message.site, **ids)
+    return KINDS[kind_of(message)].template.format(site=message.site, **ids)
 
 
 def kind_of(message: Message) -> str:
@@ -237,20 +236,15 @@ def kind_of(message: Message) -> str:
 
 def subscription(kind: str, site: str = "+", share_group: Optional[str] = None) -> str:
     """A topic filter for every message of one kind, optionally in an MQTT v5 shared group."""
-    filter_ = re.sub(r"\{(?!root|site)\w+\}", "+", KINDS[kind].template).format(root=TOPIC_ROOT, site=site)
+    filter_ = re.sub(r"\{(?!site\})\w+\}", "+", KINDS[kind].template).format(site=site)
     return f"$share/{share_group}/{filter_}" if share_group else filter_
 
 
 def _topic_regex(template: str) -> re.Pattern:
-    """``{root}`` is literal, every other ``{name}`` becomes a named group matching an id."""
+    """Every ``{name}`` in a template becomes a named group matching an id."""
     parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(
-        re.escape(part)
-        if i % 2 == 0
-        else re.escape(TOPIC_ROOT)
-        if part == "root"
-        else f"(?P<{part}>{ID_PATTERN[1:-1]})"
-        for i, part in enumerate(parts)
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>{ID_PATTERN[1:-1]})" for i, part in enumerate(parts)
     )
     return re.compile(f"^{regex}$")
 

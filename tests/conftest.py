@@ -120,4 +120,4 @@ def run_cli(*args: str) -> click.testing.Result:
     from lanewatch.cli import main
 
     separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    return CliRunner(**separate).invoke(main, list(args))
+    return CliRunner(**separate).invoke(main, list(args), prog_name="lanewatch")

@@ -19,10 +19,10 @@ GROUPS = {
     "aggregator": "central aggregator",
     "site": "site inventory",
     "alerts": "diversion notices",
-    "dashboards": "Grafana boards",
+    "dashboards": "grafana boards",
     "report": "daily, weekly and monthly reports",
     "demo": "whole site on this machine",
-    "contract": "MQTT contract",
+    "contract": "mqtt contract",
 }
 
 
@@ -30,7 +30,7 @@ GROUPS = {
 def test_every_group_explains_itself(group: str) -> None:
     result = run_cli(group, "--help")
     assert result.exit_code == 0
-    assert GROUPS[group] in " ".join(result.output.split())
+    assert GROUPS[group] in " ".join(result.output.lower().split())
 
 
 def test_top_level_help_lists_every_group_and_version() -> None:
@@ -57,7 +57,8 @@ def test_edge_side_code_runs_on_python_3_9() -> None:
 
 
 @pytest.mark.usefixtures("mosquitto", "influxdb")  # the servers must be installed; the demo starts its own
-def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path, stop: signal.Signals) -> None:
     lanewatch = Path(sys.executable).with_name("lanewatch")
     demo = subprocess.Popen(
         [str(lanewatch), "demo", "--state-dir", str(tmp_path)],
@@ -77,7 +78,7 @@ def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path) 
     assert "MQTT broker   mqtt://127.0.0.1:" in text
     assert "InfluxDB      http://127.0.0.1:" in text
 
-    demo.send_signal(signal.SIGINT)
+    demo.send_signal(stop)
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, text + rest
     assert "Stopping." in rest

@@ -21,6 +21,7 @@ from typing import (
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from lanewatch.ids import ID_PATTERN, ID_RULE
 from lanewatch.site.model import (
@@ -129,16 +130,16 @@ def _index_nodes(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Iterator[P
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
+            key, key_loc, key_line = key_node.value, (*loc, key_node.value), key_node.start_mark.line + 1
             if key in seen:
                 yield Problem(
-                    (*loc, key),
+                    key_loc,
                     f"duplicate key (first on line {seen[key]}); YAML would silently keep the last one",
-                    key_node.start_mark.line + 1,
+                    key_line,
                 )
-            seen[key] = key_node.start_mark.line + 1
-            yield from _index_nodes(value_node, (*loc, key), lines)
-            lines[(*loc, key)] = key_node.start_mark.line + 1
+            seen[key] = key_line
+            yield from _index_nodes(value_node, key_loc, lines)
+            lines[key_loc] = key_line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _index_nodes(item, (*loc, index), lines)
@@ -224,7 +225,7 @@ def _model_at(model: type[BaseModel], loc: Loc) -> Optional[type[BaseModel]]:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _explain(error: dict[str, Any], model: Optional[type[BaseModel]]) -> str:
+def _explain(error: ErrorDetails, model: Optional[type[BaseModel]]) -> str:
     """Turn pydantic's wording into what a person editing YAML needs to read."""
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     field = error["loc"][-1] if error["loc"] else ""

@@ -119,7 +119,7 @@ class Sign(_Item):
     id: Id
     entrance: Id
     device: Id
-    languages: list[Literal["zh", "en"]] = Field(default_factory=lambda: ["zh", "en"], min_length=1)
+    languages: list[Literal["zh", "en"]] = Field(default=["zh", "en"], min_length=1)
 
 
 class Site(_Item):
