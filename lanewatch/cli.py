@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
+from edge_agent.cli import agent
 from lanewatch import __version__
 
 if TYPE_CHECKING:
@@ -150,18 +151,11 @@ def contract_topics(site_id: str) -> None:
         click.echo(f"{topic:60} {kind.model.__name__:16} QoS {QOS}, {retained} ({name})")
 
 
-# --- groups filled by the edge agent, aggregator, alerts, dashboards and reports ----------------
+# --- the device's commands live beside its code -------------------------------------------------
 
+main.add_command(agent)
 
-@main.group()
-def agent() -> None:
-    """The counting device at a lane entrance.
-
-    Camera, detector, tracker and counting lines on the device; counts out over MQTT; the sign.
-
-    Not in this release yet: the commands to run the agent and the technician tools
-    (calibrate, self-test) arrive with the edge agent.
-    """
+# --- groups filled by the aggregator, alerts, dashboards and reports -------------------------------
 
 
 @main.group()

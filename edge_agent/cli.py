@@ -1,0 +1,141 @@
+"""``lanewatch agent ...``: the counting device's commands (heavy imports happen inside them)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, cast
+
+import click
+
+if TYPE_CHECKING:
+    from edge_agent.counting import Anchor
+
+
+def _line(value: str) -> tuple[float, float, float, float]:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected X1,Y1,X2,Y2 in pixels, e.g. 320,0,320,480; got {value!r}") from None
+    if (x1, y1) == (x2, y2):
+        raise click.BadParameter("the two points are the same; a counting line needs two distinct points")
+    return x1, y1, x2, y2
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _interpreter_owns_the_cores() -> None:
+    """OpenCV's own thread pool would fight the interpreter's threads for the same cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+@click.group()
+def agent() -> None:
+    """The counting device at a lane entrance.
+
+    Camera, detector, tracker and counting lines on the device; only counts leave it.
+    """
+
+
+@agent.command("eval")
+@click.argument("video")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="TFLite detection model")
+@click.option(
+    "--line", "line", required=True, help="counting line X1,Y1,X2,Y2 in pixels; 'in' is along (Y2-Y1, -(X2-X1))"
+)
+@click.option(
+    "--anchor",
+    type=click.Choice(["foot", "center"]),
+    default="foot",
+    show_default=True,
+    help="the point of each person that must cross: bottom centre or box centre",
+)
+@click.option(
+    "--gt",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="MOT gt.txt: also derive the true crossings of the same line and print accuracy",
+)
+@click.option(
+    "--format",
+    "model_format",
+    type=click.Choice(["ssd", "yolov8", "yolov5"]),
+    default=None,
+    help="output decoder [default: recognised from the model's tensors]",
+)
+@click.option("--threads", type=int, default=2, show_default=True, help="interpreter threads")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def eval_command(
+    video: str,
+    model: str,
+    line: str,
+    anchor: str,
+    gt: Optional[Path],
+    model_format: Optional[str],
+    threads: int,
+    as_json: bool,
+) -> None:
+    """Count people crossing a line in VIDEO (a video file or a MOT image folder).
+
+    Runs the full pipeline (detector, tracker, counting line) as fast as possible and prints
+    {"in", "out", "frames", "seconds", "fps", "gt"}; with --gt, the true counts and the
+    per-direction accuracy (smaller count over larger) too. Progress goes to stderr.
+    """
+    from edge_agent.detector import ModelError
+    from edge_agent.evaluation import evaluate
+    from edge_agent.sources import SourceError, open_source
+
+    _interpreter_owns_the_cores()
+    try:
+        with open_source(video) as source:
+            total = getattr(source, "frame_count", 0) or None
+        bar: Any = click.progressbar(length=total, label="counting", file=sys.stderr)
+        with bar:
+            result = evaluate(video, model, _line(line), cast("Anchor", anchor), gt, threads, model_format, bar.update)
+    except (ModelError, SourceError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    result["peak_rss_mb"] = _peak_rss_mb()
+    _print(result, as_json)
+
+
+@agent.command("bench")
+@click.argument("video")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="TFLite detection model")
+@click.option("--threads", type=int, default=2, show_default=True, help="interpreter threads")
+@click.option("--rounds", type=int, default=5, show_default=True, help="alternating rounds of each")
+@click.option("--format", "model_format", type=click.Choice(["ssd", "yolov8", "yolov5"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_command(
+    video: str, model: str, threads: int, rounds: int, model_format: Optional[str], as_json: bool
+) -> None:
+    """Bare interpreter rate against the whole pipeline's, on the same frames of VIDEO, in one run.
+
+    The ratio (pipeline / bare) says what everything around inference costs: 0.9 means a tenth.
+    """
+    from edge_agent.benchmark import benchmark
+    from edge_agent.detector import ModelError
+    from edge_agent.sources import SourceError
+
+    _interpreter_owns_the_cores()
+    try:
+        bar: Any = click.progressbar(length=rounds, label="measuring", file=sys.stderr)
+        with bar:
+            result = benchmark(model, video, threads, rounds, model_format, progress=bar.update)
+    except (ModelError, SourceError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print(result, as_json)
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        click.echo(f"{key:20} {json.dumps(value)}")

@@ -1,0 +1,211 @@
+"""ByteTrack-style multi-person tracking: a Kalman motion model, plus a second association pass that
+also uses low-score detections, so a person whose score flickers or who is half hidden keeps their id.
+
+Written here rather than taken from a library (the design follows Zhang et al., "ByteTrack", ECCV
+2022): roboflow ``supervision`` and ``trackers`` need Python 3.10+ and pull matplotlib, PyAV and
+SciPy onto the device, and ``norfair`` pins numpy < 2, which LiteRT's numpy 2 excludes. The linear
+assignment itself comes from ``lap`` (Jonker-Volgenant), the solver ByteTrack uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lap
+import numpy as np
+
+# --- motion model -----------------------------------------------------------------------------------
+# The constant-velocity Kalman filter of SORT/DeepSORT on (centre x, centre y, aspect w/h, height),
+# with noise proportional to the box height; batched over all tracks, since per-track numpy calls
+# cost more than the arithmetic.
+
+_DIM = 4
+_MOTION = np.eye(2 * _DIM)
+_MOTION[:_DIM, _DIM:] = np.eye(_DIM)  # one frame per step
+_UPDATE = np.eye(_DIM, 2 * _DIM)
+_STD_POSITION = 1.0 / 20
+_STD_VELOCITY = 1.0 / 160
+# per-dimension noise, as multiples of the box height (aspect ratio noise is absolute)
+_INIT_STD = np.array(
+    [2 * _STD_POSITION, 2 * _STD_POSITION, 0, 2 * _STD_POSITION] + [10 * _STD_VELOCITY] * 2 + [0, 10 * _STD_VELOCITY]
+)
+_PROCESS_STD = np.array(
+    [_STD_POSITION, _STD_POSITION, 0, _STD_POSITION, _STD_VELOCITY, _STD_VELOCITY, 0, _STD_VELOCITY]
+)
+_MEASURE_STD = np.array([_STD_POSITION, _STD_POSITION, 0, _STD_POSITION])
+_ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = [1e-2, 1e-5], [1e-2, 1e-5], 1e-1
+
+
+def _xyah(boxes: np.ndarray) -> np.ndarray:
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / np.maximum(h, 1e-6), h], axis=1)
+
+
+def _boxes(means: np.ndarray) -> np.ndarray:
+    cx, cy, a, h = means[:, 0], means[:, 1], means[:, 2], means[:, 3]
+    w = a * h
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _variances(std: np.ndarray, heights: np.ndarray, aspect: list[float]) -> np.ndarray:
+    var = np.square(std[None, :] * heights[:, None])
+    var[:, 2] = aspect[0] ** 2
+    if var.shape[1] > _DIM:
+        var[:, 6] = aspect[1] ** 2
+    return var
+
+
+def kalman_init(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    measured = _xyah(boxes)
+    means = np.concatenate([measured, np.zeros_like(measured)], axis=1)
+    covariances = np.einsum("ni,ij->nij", _variances(_INIT_STD, measured[:, 3], _ASPECT_INIT), np.eye(2 * _DIM))
+    return means, covariances
+
+
+def kalman_predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    noise = np.einsum("ni,ij->nij", _variances(_PROCESS_STD, means[:, 3], _ASPECT_PROCESS), np.eye(2 * _DIM))
+    return means @ _MOTION.T, _MOTION @ covariances @ _MOTION.T + noise
+
+
+def kalman_update(means: np.ndarray, covariances: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    noise = _variances(_MEASURE_STD, means[:, 3], [_ASPECT_MEASURE])
+    projected = covariances[:, :_DIM, :_DIM] + np.einsum("ni,ij->nij", noise, np.eye(_DIM))
+    cross = covariances[:, :, :_DIM]  # covariance @ H.T, with H selecting the first four
+    gain = np.linalg.solve(projected, cross.transpose(0, 2, 1)).transpose(0, 2, 1)
+    innovation = _xyah(boxes) - means[:, :_DIM]
+    means = means + np.einsum("nij,nj->ni", gain, innovation)
+    covariances = covariances - gain @ projected @ gain.transpose(0, 2, 1)
+    return means, covariances
+
+
+# --- tracks -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """One person over time. ``box`` is the latest detection (x1, y1, x2, y2, frame pixels)."""
+
+    id: int
+    box: np.ndarray
+    score: float
+    mean: np.ndarray = field(repr=False)
+    covariance: np.ndarray = field(repr=False)
+    confirmed: bool = False
+    last_frame: int = 0
+
+    @property
+    def smoothed_box(self) -> np.ndarray:
+        """The motion model's estimate of the box: steadier than any single detection."""
+        return _boxes(self.mean[None, :])[0]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` with every box in ``b`` (x1, y1, x2, y2)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _assign(cost: np.ndarray, limit: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Optimal one-to-one matches with cost below ``limit``; then the unmatched rows and columns."""
+    rows, cols = cost.shape
+    if not rows or not cols:
+        return [], list(range(rows)), list(range(cols))
+    _, row_to_col, col_to_row = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
+    matches = [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0]
+    return matches, [r for r in range(rows) if row_to_col[r] < 0], [c for c in range(cols) if col_to_row[c] < 0]
+
+
+class ByteTracker:
+    """Give person detections identities over time.
+
+    ``high_score``: detections above it start and continue tracks; those between ``low_score`` and
+    it only continue existing tracks (the ByteTrack idea). A track not seen for ``max_lost`` frames
+    is dropped; a new one must be seen twice before it is confirmed.
+    """
+
+    def __init__(
+        self,
+        high_score: float = 0.5,
+        low_score: float = 0.1,
+        new_track_score: float = 0.6,
+        match_iou: float = 0.2,
+        low_match_iou: float = 0.5,
+        max_lost: int = 30,
+    ) -> None:
+        self.high_score, self.low_score, self.new_track_score = high_score, low_score, new_track_score
+        self.match_iou, self.low_match_iou, self.max_lost = match_iou, low_match_iou, max_lost
+        self.tracks: list[Track] = []
+        self.frame = 0
+        self._next_id = 1
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray) -> list[Track]:
+        """Feed one frame's detections; return the tracks seen in this frame.
+
+        Tentative tracks (``confirmed`` False) are included: a counting line should know where a
+        person was first seen, even if the track is confirmed only on the next frame.
+        """
+        self.frame += 1
+        tracks = self.tracks
+        if tracks:
+            means, covariances = kalman_predict(
+                np.array([t.mean for t in tracks]), np.array([t.covariance for t in tracks])
+            )
+            for track, mean, covariance in zip(tracks, means, covariances):
+                track.mean, track.covariance = mean, covariance
+        predicted = _boxes(np.array([t.mean for t in tracks]).reshape(-1, 2 * _DIM))
+        matched: list[tuple[int, int]] = []  # (track index, detection index)
+
+        # 1. confirmed tracks (seen or recently lost) against the confident detections
+        high_idx = np.flatnonzero(scores >= self.high_score)
+        low_idx = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
+        confirmed = [i for i, t in enumerate(tracks) if t.confirmed]
+        pairs, unmatched, free_high = self._match(predicted[confirmed], boxes[high_idx], self.match_iou)
+        matched += [(confirmed[r], int(high_idx[c])) for r, c in pairs]
+
+        # 2. of those still unmatched, the ones seen last frame, against the weak detections
+        recent = [confirmed[r] for r in unmatched if tracks[confirmed[r]].last_frame == self.frame - 1]
+        pairs, _, _ = self._match(predicted[recent], boxes[low_idx], self.low_match_iou)
+        matched += [(recent[r], int(low_idx[c])) for r, c in pairs]
+
+        # 3. tentative tracks (seen once) against the confident detections left; unmatched ones end
+        tentative = [i for i, t in enumerate(tracks) if not t.confirmed]
+        rest = high_idx[free_high]
+        pairs, dead, free_rest = self._match(predicted[tentative], boxes[rest], self.match_iou)
+        matched += [(tentative[r], int(rest[c])) for r, c in pairs]
+        removed = {tentative[r] for r in dead}
+
+        if matched:
+            rows, cols = (list(x) for x in zip(*matched))
+            means, covariances = kalman_update(
+                np.array([tracks[r].mean for r in rows]), np.array([tracks[r].covariance for r in rows]), boxes[cols]
+            )
+            for r, c, mean, covariance in zip(rows, cols, means, covariances):
+                track = tracks[r]
+                track.mean, track.covariance = mean, covariance
+                track.box, track.score, track.last_frame, track.confirmed = boxes[c], float(scores[c]), self.frame, True
+
+        # 4. new tentative tracks from confident detections nobody claimed; forget long-lost tracks
+        self.tracks = [
+            t for i, t in enumerate(tracks) if i not in removed and self.frame - t.last_frame <= self.max_lost
+        ]
+        fresh = [int(rest[c]) for c in free_rest if scores[rest[c]] >= self.new_track_score]
+        if fresh:
+            means, covariances = kalman_init(boxes[fresh])
+            for index, mean, covariance in zip(fresh, means, covariances):
+                self.tracks.append(
+                    Track(self._next_id, boxes[index], float(scores[index]), mean, covariance, False, self.frame)
+                )
+                self._next_id += 1
+        return [t for t in self.tracks if t.last_frame == self.frame]
+
+    @staticmethod
+    def _match(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> tuple[list, list, list]:
+        return _assign(1.0 - iou_matrix(predicted, boxes), 1.0 - min_iou)
