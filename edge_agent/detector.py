@@ -85,7 +85,7 @@ def _edgetpu_delegate(load_delegate: Callable[[str], Any]) -> Any:
 
 
 def describe_tensors(details: list[dict]) -> str:
-    return ", ".join(f"{d['name']} {list(d['shape'])} {np.dtype(d['dtype']).name}" for d in details)
+    return ", ".join(f"{d['name']} {[int(v) for v in d['shape']]} {np.dtype(d['dtype']).name}" for d in details)
 
 
 def recognise_format(outputs: list[dict]) -> str:

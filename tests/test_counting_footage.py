@@ -1,0 +1,73 @@
+"""The whole pipeline on the real footage in ../shared/assets, with both detection models.
+
+The true counts come from the assets' README (derived there from the annotated tracks); the
+TUD-Campus right-to-left walker leaves the picture within 10 px of the line, so 4/0 and 4/1 are
+both right there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from edge_agent.evaluation import evaluate
+
+MODELS = {
+    "ssd": "ssd_mobilenet_v1_coco_quant/detect.tflite",
+    "yolov8": "yolov8n_coco/yolov8n_full_integer_quant.tflite",
+}
+CLIPS = {
+    # name: (video, line x1,y1,x2,y2, anchor, gt file, accepted (in, out) results)
+    "TUD-Campus mid-line": ("TUD-Campus/TUD-Campus.mp4", (320, 0, 320, 480), "foot", "TUD-Campus/gt/gt.txt",
+                            [(4, 0), (4, 1)]),
+    "TUD-Stadtmitte mid-line": ("TUD-Stadtmitte/TUD-Stadtmitte.mp4", (320, 0, 320, 480), "foot",
+                                "TUD-Stadtmitte/gt/gt.txt", [(1, 1)]),
+    "TUD-Campus jitter line": ("TUD-Campus/TUD-Campus.mp4", (0, 240, 640, 240), "center", "TUD-Campus/gt/gt.txt",
+                               [(0, 0)]),
+    "one-by-one at 0.8 W": ("one-by-one/one-by-one-person-detection.mp4", (614.4, 0, 614.4, 432), "foot", None,
+                            [(6, 0)]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("clip", list(CLIPS))
+@pytest.mark.parametrize("model", list(MODELS))
+def test_exact_counts_on_the_real_clips(shared_assets: Path, model: str, clip: str) -> None:
+    video, line, anchor, gt, accepted = CLIPS[clip]
+    gt_path: Optional[Path] = shared_assets / "videos" / gt if gt else None
+    result = evaluate(str(shared_assets / "videos" / video), str(shared_assets / "models" / MODELS[model]), line,
+                      anchor, gt_path)  # type: ignore[arg-type]  # fmt: skip
+    assert (result["in"], result["out"]) in accepted, result
+    if gt_path is not None:
+        assert (result["gt"]["in"], result["gt"]["out"]) == accepted[-1]
+
+
+def test_eval_command_prints_one_json_object(shared_assets: Path) -> None:
+    lanewatch = Path(sys.executable).with_name("lanewatch")
+    clip = shared_assets / "videos" / "TUD-Stadtmitte"
+    command = [str(lanewatch), "agent", "eval", str(clip / "TUD-Stadtmitte.mp4"), "--model",
+               str(shared_assets / "models" / MODELS["yolov8"]), "--line", "320,0,320,480", "--gt",
+               str(clip / "gt" / "gt.txt"), "--json"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {k: report[k] for k in ("in", "out", "frames", "gt")} == {
+        "in": 1, "out": 1, "frames": 179, "gt": {"in": 1, "out": 1}
+    }  # fmt: skip
+    assert report["accuracy"] == {"in": 1.0, "out": 1.0}
+    assert report["fps"] > 0
+    assert "counting" in result.stderr  # the progress bar
+
+
+def test_eval_command_explains_a_bad_line(shared_assets: Path) -> None:
+    lanewatch = Path(sys.executable).with_name("lanewatch")
+    command = [str(lanewatch), "agent", "eval", str(shared_assets / "videos" / "TUD-Campus" / "TUD-Campus.mp4"),
+               "--model", str(shared_assets / "models" / MODELS["ssd"]), "--line", "320,0,320"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert "expected X1,Y1,X2,Y2 in pixels" in result.stderr
+    assert "Traceback" not in result.stderr
