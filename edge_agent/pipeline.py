@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_agent.counting import Anchor, CountingLine, Crossing, RegionOfInterest, in_view, reference_points
 from edge_agent.detector import Detector, Prepared
-from edge_agent.sources import Frame
+from edge_agent.sources import Frame, yield_to_inference
 from edge_agent.tracker import ByteTracker
 
 
@@ -74,6 +74,7 @@ class Pipeline:
         failure: list[BaseException] = []
 
         def prepare() -> None:
+            yield_to_inference()
             try:
                 for frame in frames:
                     if stop.is_set():

@@ -16,7 +16,9 @@ nothing.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import logging
+import os
 import queue
 import random
 import threading
@@ -33,6 +35,13 @@ log = logging.getLogger(__name__)
 
 State = Literal["ok", "reconnecting", "failed"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def yield_to_inference() -> None:
+    """Lower this thread's priority (Linux: per-thread nice) so that inference, which keeps every
+    core busy, is not preempted by helper work; the helpers run in its gaps."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class SourceError(RuntimeError):
@@ -116,6 +125,7 @@ class _ReadAhead(FrameSource):
         raise NotImplementedError
 
     def _produce(self) -> None:
+        yield_to_inference()
         try:
             for index, image in enumerate(self._read()):
                 if self._stop.is_set():
