@@ -136,6 +136,13 @@ class Detector:
         self._lut = _input_lut(self.input, self.format)
         self._canvas = np.full((self.height, self.width, 3), 114, dtype=np.uint8)
         self._layout = (0, 0)
+        # SSD outputs by rank: boxes [1,N,4], count [1], and classes and scores, both [1,N]
+        by_rank: dict[int, list[int]] = {1: [], 2: [], 3: []}
+        for detail in self.outputs:
+            by_rank.setdefault(len(detail["shape"]), []).append(detail["index"])
+        if self.format == "ssd":
+            self._ssd_outputs = (by_rank[3][0], by_rank[1][0], (by_rank[2][0], by_rank[2][1]))
+        self._ssd_order: Optional[bool] = None
         self._decode = {"ssd": self._decode_ssd, "yolov8": self._decode_yolov8, "yolov5": self._decode_yolov5}[
             self.format
         ]
@@ -199,14 +206,17 @@ class Detector:
 
     def _decode_ssd(self) -> tuple[np.ndarray, np.ndarray]:
         """TFLite_Detection_PostProcess: boxes [1,N,4] (ymin, xmin, ymax, xmax; 0-1), classes, scores, count."""
-        tensors = [self.interpreter.get_tensor(d["index"]) for d in self.outputs]
-        boxes = next(t for t in tensors if t.ndim == 3)[0]
-        count = int(next(t for t in tensors if t.shape == (1,))[0])
-        classes, scores = _ssd_classes_and_scores([t[0] for t in tensors if t.ndim == 2])
-        keep = (classes[:count] == PERSON) & (scores[:count] >= self.score_threshold)
-        ymin, xmin, ymax, xmax = boxes[:count][keep].T
+        get = self.interpreter.get_tensor
+        boxes_out, count_out, pair = self._ssd_outputs
+        count = int(get(count_out)[0])
+        if self._ssd_order is None:  # which of the two [1, N] outputs holds the class ids
+            self._ssd_order = _ssd_class_first(get(pair[0])[0][:count], get(pair[1])[0][:count])
+        classes_out, scores_out = pair if self._ssd_order else pair[::-1]
+        classes, scores = get(classes_out)[0][:count], get(scores_out)[0][:count]
+        keep = (classes == PERSON) & (scores >= self.score_threshold)
+        ymin, xmin, ymax, xmax = get(boxes_out)[0][:count][keep].T
         xyxy = np.stack([xmin * self.width, ymin * self.height, xmax * self.width, ymax * self.height], axis=1)
-        return xyxy, scores[:count][keep]
+        return xyxy, scores[keep]
 
     def _decode_yolov8(self) -> tuple[np.ndarray, np.ndarray]:
         """Raw [1, 4+C, N]: cx, cy, w, h (0-1 of the input), then one score per class; no NMS inside."""
@@ -257,14 +267,15 @@ def _quantized(value: float, scale: float, zero: int, dtype: np.dtype) -> float:
     return float(np.clip(np.floor(value / scale + zero), info.min, info.max))
 
 
-def _ssd_classes_and_scores(pair: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Tell the class ids from the scores: ids are whole numbers, scores are fractions."""
-    first, second = pair
-    first_ids = bool(np.all(first == np.round(first)))
-    second_ids = bool(np.all(second == np.round(second)))
-    if second_ids and not first_ids:
-        return second, first
-    return first, second  # TF1 export order: classes, then scores
+def _ssd_class_first(first: np.ndarray, second: np.ndarray) -> Optional[bool]:
+    """Whether the first of the two [1, N] SSD outputs holds the class ids (whole numbers) rather
+    than the scores (fractions); None while there is nothing to tell them apart by."""
+    if not len(first):
+        return None
+    first_ids, second_ids = bool(np.all(first == np.round(first))), bool(np.all(second == np.round(second)))
+    if first_ids != second_ids:
+        return first_ids
+    return True  # the TF1 object detection API's order: classes, then scores
 
 
 def _input_lut(detail: dict, model_format: str) -> Optional[np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 from edge_agent.counting import Anchor, CountingLine, Crossing, RegionOfInterest, in_view, reference_points
 from edge_agent.detector import Detector, Prepared
 from edge_agent.sources import Frame, yield_to_inference
-from edge_agent.tracker import ByteTracker
+from edge_agent.tracker import ByteTracker, smoothed_boxes
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Pipeline:
             boxes, scores = boxes[inside], scores[inside]
         tracks = self.tracker.update(boxes, scores)
         ids = [t.id for t in tracks]
-        track_boxes = np.array([t.smoothed_box for t in tracks]).reshape(-1, 4)
+        track_boxes = smoothed_boxes(tracks)
         crossings = [c for line in self.lines for c in line.update(ids, track_boxes, frame)]
         if frame % 100 == 0:
             kept = [t.id for t in self.tracker.tracks]

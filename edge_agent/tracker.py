@@ -37,39 +37,50 @@ _ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = [1e-2, 1e-5], [1e-2, 1e-5], 1e-
 
 
 def _xyah(boxes: np.ndarray) -> np.ndarray:
+    out = np.empty((len(boxes), _DIM))
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / np.maximum(h, 1e-6), h], axis=1)
+    out[:, 0] = boxes[:, 0] + w / 2
+    out[:, 1] = boxes[:, 1] + h / 2
+    out[:, 2] = w / np.maximum(h, 1e-6)
+    out[:, 3] = h
+    return out
 
 
 def _boxes(means: np.ndarray) -> np.ndarray:
-    cx, cy, a, h = means[:, 0], means[:, 1], means[:, 2], means[:, 3]
-    w = a * h
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    out = np.empty((len(means), 4))
+    half_w, half_h = means[:, 2] * means[:, 3] / 2, means[:, 3] / 2
+    out[:, 0] = means[:, 0] - half_w
+    out[:, 1] = means[:, 1] - half_h
+    out[:, 2] = means[:, 0] + half_w
+    out[:, 3] = means[:, 1] + half_h
+    return out
 
 
-def _variances(std: np.ndarray, heights: np.ndarray, aspect: list[float]) -> np.ndarray:
-    var = np.square(std[None, :] * heights[:, None])
-    var[:, 2] = aspect[0] ** 2
-    if var.shape[1] > _DIM:
-        var[:, 6] = aspect[1] ** 2
-    return var
+def _diagonal(std: np.ndarray, heights: np.ndarray, aspect: list[float]) -> np.ndarray:
+    """Covariance matrices (N, D, D) with the noise of each dimension on the diagonal."""
+    n, dim = len(heights), len(std)
+    out = np.zeros((n, dim, dim))
+    diag = np.arange(dim)
+    out[:, diag, diag] = np.square(std[None, :] * heights[:, None])
+    out[:, 2, 2] = aspect[0] ** 2
+    if dim > _DIM:
+        out[:, 6, 6] = aspect[1] ** 2
+    return out
 
 
 def kalman_init(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     measured = _xyah(boxes)
     means = np.concatenate([measured, np.zeros_like(measured)], axis=1)
-    covariances = np.einsum("ni,ij->nij", _variances(_INIT_STD, measured[:, 3], _ASPECT_INIT), np.eye(2 * _DIM))
-    return means, covariances
+    return means, _diagonal(_INIT_STD, measured[:, 3], _ASPECT_INIT)
 
 
 def kalman_predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    noise = np.einsum("ni,ij->nij", _variances(_PROCESS_STD, means[:, 3], _ASPECT_PROCESS), np.eye(2 * _DIM))
+    noise = _diagonal(_PROCESS_STD, means[:, 3], _ASPECT_PROCESS)
     return means @ _MOTION.T, _MOTION @ covariances @ _MOTION.T + noise
 
 
 def kalman_update(means: np.ndarray, covariances: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    noise = _variances(_MEASURE_STD, means[:, 3], [_ASPECT_MEASURE])
-    projected = covariances[:, :_DIM, :_DIM] + np.einsum("ni,ij->nij", noise, np.eye(_DIM))
+    projected = covariances[:, :_DIM, :_DIM] + _diagonal(_MEASURE_STD, means[:, 3], [_ASPECT_MEASURE])
     cross = covariances[:, :, :_DIM]  # covariance @ H.T, with H selecting the first four
     gain = np.linalg.solve(projected, cross.transpose(0, 2, 1)).transpose(0, 2, 1)
     innovation = _xyah(boxes) - means[:, :_DIM]
@@ -93,10 +104,10 @@ class Track:
     confirmed: bool = False
     last_frame: int = 0
 
-    @property
-    def smoothed_box(self) -> np.ndarray:
-        """The motion model's estimate of the box: steadier than any single detection."""
-        return _boxes(self.mean[None, :])[0]
+
+def smoothed_boxes(tracks: list[Track]) -> np.ndarray:
+    """The motion model's estimate of each track's box (N, 4): steadier than any single detection."""
+    return _boxes(np.array([t.mean for t in tracks]).reshape(-1, 2 * _DIM))
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -107,18 +118,19 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _assign(cost: np.ndarray, limit: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Optimal one-to-one matches with cost below ``limit``; then the unmatched rows and columns."""
-    rows, cols = cost.shape
+def _assign(overlap: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Optimal one-to-one matches of rows and columns overlapping at least ``min_iou``; then the
+    unmatched rows and columns."""
+    rows, cols = overlap.shape
     if not rows or not cols:
         return [], list(range(rows)), list(range(cols))
-    _, row_to_col, col_to_row = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
+    _, row_to_col, col_to_row = lap.lapjv(1.0 - overlap, extend_cost=True, cost_limit=1.0 - min_iou)
     matches = [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0]
     return matches, [r for r in range(rows) if row_to_col[r] < 0], [c for c in range(cols) if col_to_row[c] < 0]
 
@@ -161,26 +173,29 @@ class ByteTracker:
             for track, mean, covariance in zip(tracks, means, covariances):
                 track.mean, track.covariance = mean, covariance
         predicted = _boxes(np.array([t.mean for t in tracks]).reshape(-1, 2 * _DIM))
+        overlap = iou_matrix(predicted, boxes)  # every track against every detection, once
         matched: list[tuple[int, int]] = []  # (track index, detection index)
 
         # 1. confirmed tracks (seen or recently lost) against the confident detections
         high_idx = np.flatnonzero(scores >= self.high_score)
         low_idx = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
-        confirmed = [i for i, t in enumerate(tracks) if t.confirmed]
-        pairs, unmatched, free_high = self._match(predicted[confirmed], boxes[high_idx], self.match_iou)
-        matched += [(confirmed[r], int(high_idx[c])) for r, c in pairs]
+        confirmed = np.array([i for i, t in enumerate(tracks) if t.confirmed], dtype=np.intp)
+        pairs, unmatched, free_high = _assign(overlap[np.ix_(confirmed, high_idx)], self.match_iou)
+        matched += [(int(confirmed[r]), int(high_idx[c])) for r, c in pairs]
 
         # 2. of those still unmatched, the ones seen last frame, against the weak detections
-        recent = [confirmed[r] for r in unmatched if tracks[confirmed[r]].last_frame == self.frame - 1]
-        pairs, _, _ = self._match(predicted[recent], boxes[low_idx], self.low_match_iou)
-        matched += [(recent[r], int(low_idx[c])) for r, c in pairs]
+        recent = np.array(
+            [confirmed[r] for r in unmatched if tracks[confirmed[r]].last_frame == self.frame - 1], np.intp
+        )
+        pairs, _, _ = _assign(overlap[np.ix_(recent, low_idx)], self.low_match_iou)
+        matched += [(int(recent[r]), int(low_idx[c])) for r, c in pairs]
 
         # 3. tentative tracks (seen once) against the confident detections left; unmatched ones end
-        tentative = [i for i, t in enumerate(tracks) if not t.confirmed]
+        tentative = np.array([i for i, t in enumerate(tracks) if not t.confirmed], dtype=np.intp)
         rest = high_idx[free_high]
-        pairs, dead, free_rest = self._match(predicted[tentative], boxes[rest], self.match_iou)
-        matched += [(tentative[r], int(rest[c])) for r, c in pairs]
-        removed = {tentative[r] for r in dead}
+        pairs, dead, free_rest = _assign(overlap[np.ix_(tentative, rest)], self.match_iou)
+        matched += [(int(tentative[r]), int(rest[c])) for r, c in pairs]
+        removed = {int(tentative[r]) for r in dead}
 
         if matched:
             rows, cols = (list(x) for x in zip(*matched))
@@ -205,7 +220,3 @@ class ByteTracker:
                 )
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]
-
-    @staticmethod
-    def _match(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> tuple[list, list, list]:
-        return _assign(1.0 - iou_matrix(predicted, boxes), 1.0 - min_iou)
