@@ -76,20 +76,31 @@ class FrameSource:
         self.close()
 
 
-def open_source(spec: str, realtime: bool = False, **options: Any) -> FrameSource:
-    """The source a configuration string names (see the module docstring for the forms)."""
+def open_source(
+    spec: str, realtime: bool = False, backoff: tuple[float, float] = (0.5, 30.0), max_failures: int = 5
+) -> FrameSource:
+    """The source a configuration string names (see the module docstring for the forms).
+
+    ``backoff`` (shortest, longest seconds between attempts) and ``max_failures`` (attempts before
+    the state says failed) apply to cameras and streams.
+    """
+    live: dict[str, Any] = {"min_backoff": backoff[0], "max_backoff": backoff[1], "max_failures": max_failures}
     if spec.startswith("picamera2"):
         index = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        return LiveSource(lambda: _Picamera2Capture(index, **options), spec)
+        return LiveSource(lambda: _Picamera2Capture(index), spec, **live)
     if spec.startswith("camera:"):
-        index = int(spec.split(":", 1)[1])
-        return LiveSource(
-            lambda: _opencv_capture(index, cv2.CAP_V4L2 if hasattr(cv2, "CAP_V4L2") else cv2.CAP_ANY), spec
-        )
+        device = int(spec.split(":", 1)[1])
+        backend = cv2.CAP_V4L2 if hasattr(cv2, "CAP_V4L2") else cv2.CAP_ANY
+        return LiveSource(lambda: _opencv_capture(device, backend), spec, **live)
     if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return LiveSource(lambda: _opencv_capture(spec, cv2.CAP_FFMPEG), _redact(spec))
+        return LiveSource(lambda: _opencv_capture(spec, cv2.CAP_FFMPEG), _redact(spec), **live)
     if spec.startswith("gst:"):
-        return LiveSource(lambda: _opencv_capture(spec[4:], cv2.CAP_GSTREAMER), "gstreamer pipeline")
+        if not _opencv_has("GStreamer"):
+            raise SourceError(
+                "this OpenCV was built without GStreamer (the pip wheels are): on a Jetson, use JetPack's "
+                "python3-opencv (create the virtual environment with --system-site-packages)"
+            )
+        return LiveSource(lambda: _opencv_capture(spec[4:], cv2.CAP_GSTREAMER), "gstreamer pipeline", **live)
     path = Path(spec)
     if path.is_dir():
         return ImageFolderSource(path, realtime=realtime)
@@ -98,6 +109,13 @@ def open_source(spec: str, realtime: bool = False, **options: Any) -> FrameSourc
     raise SourceError(
         f"no such file or folder: {spec} (a source is a video file, an image folder, camera:N, "
         "picamera2, rtsp://..., http(s)://... or gst:PIPELINE)"
+    )
+
+
+def _opencv_has(feature: str) -> bool:
+    """Whether OpenCV's build lists a video I/O backend as YES (e.g. GStreamer, FFMPEG)."""
+    return any(
+        line.strip().startswith(f"{feature}:") and "YES" in line for line in cv2.getBuildInformation().splitlines()
     )
 
 

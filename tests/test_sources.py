@@ -58,6 +58,12 @@ def test_what_cannot_be_opened_is_named(tmp_path: Path) -> None:
         open_source(str(tmp_path / "empty"))
 
 
+@pytest.mark.skipif("GStreamer:                   YES" in cv2.getBuildInformation(), reason="OpenCV has GStreamer")
+def test_a_gstreamer_pipeline_without_gstreamer_support_says_what_to_install() -> None:
+    with pytest.raises(SourceError, match=r"built without GStreamer .* JetPack's python3-opencv"):
+        open_source("gst:nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink")
+
+
 # --- a live MJPEG stream on loopback -------------------------------------------------------------------
 
 
