@@ -52,12 +52,16 @@ def benchmark(
         assert counted == frames, f"the pipeline saw {counted} of {frames} frames"
         return frames / (time.perf_counter() - started)
 
+    stage_ms: list[dict[str, float]] = []
+
     def from_memory() -> float:
         run = Pipeline(detector, [CountingLine("mid", (width / 2, 0), (width / 2, height))])
         started = time.perf_counter()
         for index, image in enumerate(images):
             run.process(image, index + 1)
-        return frames / (time.perf_counter() - started)
+        rate = frames / (time.perf_counter() - started)
+        stage_ms.append(run.times.per_frame_ms())
+        return rate
 
     bare(), pipeline(), from_memory()  # warm-up: caches, lazy allocations, the decoder's first frames
     rates: dict[str, list[float]] = {"bare": [], "pipeline": [], "memory": []}
@@ -81,4 +85,6 @@ def benchmark(
         "pipeline_from_memory_fps": round(memory_fps, 2),
         "ratio_from_memory": round(memory_fps / bare_fps, 3),
         "rounds_fps": {name: [round(r, 2) for r in values] for name, values in rates.items()},
+        # where a frame's time goes in the pipeline (from memory), median over the rounds
+        "stage_ms": {k: round(statistics.median(t[k] for t in stage_ms[1:]), 3) for k in stage_ms[0]},
     }
