@@ -5,7 +5,8 @@ Three rates, on the same frames, in alternating rounds so that a noisy neighbour
 - pipeline: everything (read and decode the video, preprocess, invoke, decode the outputs,
   track, count);
 - pipeline from memory: the same without video decoding, frames already in memory as a camera
-  delivers them (picamera2 and V4L2 hand over raw frames; only recordings need decoding).
+  delivers them (picamera2 and V4L2 hand over raw frames; only recordings need decoding);
+and, for reference, the time to read and decode the video alone.
 """
 
 from __future__ import annotations
@@ -63,12 +64,20 @@ def benchmark(
         stage_ms.append(run.times.per_frame_ms())
         return rate
 
+    def decode_only() -> float:
+        started = time.perf_counter()
+        with open_source(video) as source:
+            for _ in islice(source, frames):
+                pass
+        return frames / (time.perf_counter() - started)
+
     bare(), pipeline(), from_memory()  # warm-up: caches, lazy allocations, the decoder's first frames
-    rates: dict[str, list[float]] = {"bare": [], "pipeline": [], "memory": []}
+    rates: dict[str, list[float]] = {"bare": [], "pipeline": [], "memory": [], "decode": []}
     for _ in range(rounds):
         rates["bare"].append(bare())
         rates["pipeline"].append(pipeline())
         rates["memory"].append(from_memory())
+        rates["decode"].append(decode_only())
         if progress is not None:
             progress(1)
     bare_fps, pipeline_fps = statistics.median(rates["bare"]), statistics.median(rates["pipeline"])
@@ -84,6 +93,7 @@ def benchmark(
         "ratio": round(pipeline_fps / bare_fps, 3),
         "pipeline_from_memory_fps": round(memory_fps, 2),
         "ratio_from_memory": round(memory_fps / bare_fps, 3),
+        "video_decode_ms": round(1000 / statistics.median(rates["decode"]), 3),  # reading the file alone
         "rounds_fps": {name: [round(r, 2) for r in values] for name, values in rates.items()},
         # where a frame's time goes in the pipeline (from memory), median over the rounds
         "stage_ms": {k: round(statistics.median(t[k] for t in stage_ms[1:]), 3) for k in stage_ms[0]},
