@@ -1,0 +1,149 @@
+"""The device's MQTT sender against a real Mosquitto: in order, nothing lost when the broker goes away."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_agent.outbox import Outbox
+from edge_agent.publisher import BrokerSettings, Publisher
+from lanewatch.services import Mosquitto
+
+SITE, DEVICE = "sanfang-qixiang", "cam-yijin-west"
+TOPIC = f"lanewatch/v1/{SITE}/devices/{DEVICE}/counts/gate"
+
+
+class Receiver:
+    """A subscriber with a persistent session that re-subscribes whenever it (re)connects."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.messages: list[dict] = []
+        self.availability: list[str] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rx-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(TOPIC, 1), (f"lanewatch/v1/{SITE}/devices/+/availability", 1)]
+        )
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            if msg.topic.endswith("/availability"):
+                self.availability.append(json.loads(msg.payload)["state"])
+            else:
+                self.messages.append(json.loads(msg.payload))
+
+    def seqs(self) -> list[int]:
+        with self._lock:
+            return [m["seq"] for m in self.messages]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def receiver(fresh_mosquitto: Mosquitto) -> Iterator[Receiver]:
+    rx = Receiver(fresh_mosquitto)
+    yield rx
+    rx.close()
+
+
+def _wait(condition: object, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _interleaved_runs(seqs: list[int]) -> int:
+    """How many increasing sequences, merged, make up ``seqs`` (patience sorting)."""
+    tops: list[int] = []
+    for seq in seqs:
+        pile = next((i for i, top in enumerate(tops) if top < seq), None)
+        if pile is None:
+            tops.append(seq)
+        else:
+            tops[pile] = seq
+    return len(tops)
+
+
+def _append(box: Outbox, publisher: Publisher, seqs: range) -> None:
+    for seq in seqs:
+        box.append([(TOPIC, json.dumps({"seq": seq}).encode())])
+        publisher.notify()
+
+
+def test_the_outbox_reaches_the_broker_in_order_and_empties(
+    fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    box = Outbox(tmp_path / "outbox.db")
+    publisher = Publisher(box, BrokerSettings(port=fresh_mosquitto.port), SITE, DEVICE, uuid.uuid4().hex)
+    publisher.start()
+    try:
+        _append(box, publisher, range(200))
+        assert _wait(lambda: len(receiver.seqs()) >= 200)
+        assert _wait(lambda: box.depth() == 0)
+    finally:
+        publisher.stop()
+    seqs = receiver.seqs()
+    assert sorted(seqs) == list(range(200))  # each once
+    # what waited at connect time (backlog) and what came after (live) interleave, each in order
+    assert _interleaved_runs(seqs) <= 2
+    assert receiver.availability[:1] == ["online"]
+    assert _wait(lambda: receiver.availability[-1:] == ["offline"])  # said on a clean stop
+
+
+def test_counts_made_while_the_broker_is_down_all_arrive_once_it_is_back(
+    fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    box = Outbox(tmp_path / "outbox.db")
+    publisher = Publisher(box, BrokerSettings(port=fresh_mosquitto.port, min_backoff=1, max_backoff=2), SITE, DEVICE,
+                          uuid.uuid4().hex)  # fmt: skip
+    publisher.start()
+    try:
+        _append(box, publisher, range(50))
+        assert _wait(lambda: len(receiver.seqs()) >= 50)
+        fresh_mosquitto.stop()
+        assert _wait(lambda: not publisher.connected)
+        _append(box, publisher, range(50, 250))  # the device keeps counting, offline
+        assert box.depth() == 200
+        fresh_mosquitto.start()  # same port, same persistence
+        _append(box, publisher, range(250, 300))  # and live counts keep coming
+        assert _wait(lambda: len(set(receiver.seqs())) >= 300, seconds=60)
+        assert _wait(lambda: box.depth() == 0)
+    finally:
+        publisher.stop()
+    seqs = receiver.seqs()
+    assert sorted(set(seqs)) == list(range(300))  # every window, none lost (duplicates are allowed)
+    backlog = [s for s in dict.fromkeys(seqs) if 50 <= s < 250]
+    assert backlog == sorted(backlog)  # the backlog in order
+
+
+def test_a_publish_refused_by_paho_stays_in_the_outbox(tmp_path: Path) -> None:
+    """Not connected at all: nothing is removed, everything waits on disk."""
+    box = Outbox(tmp_path / "outbox.db")
+    publisher = Publisher(box, BrokerSettings(port=9), SITE, DEVICE, uuid.uuid4().hex)
+    publisher.start()
+    try:
+        _append(box, publisher, range(10))
+        time.sleep(0.5)
+        assert box.depth() == 10
+        assert not publisher.connected
+    finally:
+        publisher.stop()
