@@ -7,6 +7,7 @@ Without them a test skips with the reason, except under CI=true, where a missing
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,17 @@ def run_cli(*args: str) -> click.testing.Result:
 
     separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
     return CliRunner(**separate).invoke(main, list(args), prog_name="lanewatch")
+
+
+def wait_until(condition: Callable[[], object], seconds: float = 30.0) -> bool:
+    """Poll ``condition`` until it is true or ``seconds`` pass; whether it became true.
+
+    For waiting on real processes (a reconnect, a delivery); the test asserts the outcome, never the
+    time it took.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

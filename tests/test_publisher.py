@@ -15,6 +15,7 @@ import pytest
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import BrokerSettings, Publisher
 from lanewatch.services import Mosquitto
+from tests.conftest import wait_until
 
 SITE, DEVICE = "sanfang-qixiang", "cam-yijin-west"
 TOPIC = f"lanewatch/v1/{SITE}/devices/{DEVICE}/counts/gate"
@@ -62,15 +63,6 @@ def receiver(fresh_mosquitto: Mosquitto) -> Iterator[Receiver]:
     rx.close()
 
 
-def _wait(condition: object, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _interleaved_runs(seqs: list[int]) -> int:
     """How many increasing sequences, merged, make up ``seqs`` (patience sorting)."""
     tops: list[int] = []
@@ -97,8 +89,8 @@ def test_the_outbox_reaches_the_broker_in_order_and_empties(
     publisher.start()
     try:
         _append(box, publisher, range(200))
-        assert _wait(lambda: len(receiver.seqs()) >= 200)
-        assert _wait(lambda: box.depth() == 0)
+        assert wait_until(lambda: len(receiver.seqs()) >= 200)
+        assert wait_until(lambda: box.depth() == 0)
     finally:
         publisher.stop()
     seqs = receiver.seqs()
@@ -106,7 +98,7 @@ def test_the_outbox_reaches_the_broker_in_order_and_empties(
     # what waited at connect time (backlog) and what came after (live) interleave, each in order
     assert _interleaved_runs(seqs) <= 2
     assert receiver.availability[:1] == ["online"]
-    assert _wait(lambda: receiver.availability[-1:] == ["offline"])  # said on a clean stop
+    assert wait_until(lambda: receiver.availability[-1:] == ["offline"])  # said on a clean stop
 
 
 def test_counts_made_while_the_broker_is_down_all_arrive_once_it_is_back(
@@ -118,15 +110,15 @@ def test_counts_made_while_the_broker_is_down_all_arrive_once_it_is_back(
     publisher.start()
     try:
         _append(box, publisher, range(50))
-        assert _wait(lambda: len(receiver.seqs()) >= 50)
+        assert wait_until(lambda: len(receiver.seqs()) >= 50)
         fresh_mosquitto.stop()
-        assert _wait(lambda: not publisher.connected)
+        assert wait_until(lambda: not publisher.connected)
         _append(box, publisher, range(50, 250))  # the device keeps counting, offline
         assert box.depth() == 200
         fresh_mosquitto.start()  # same port, same persistence
         _append(box, publisher, range(250, 300))  # and live counts keep coming
-        assert _wait(lambda: len(set(receiver.seqs())) >= 300, seconds=60)
-        assert _wait(lambda: box.depth() == 0)
+        assert wait_until(lambda: len(set(receiver.seqs())) >= 300, seconds=60)
+        assert wait_until(lambda: box.depth() == 0)
     finally:
         publisher.stop()
     seqs = receiver.seqs()

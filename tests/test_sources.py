@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from edge_agent.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
+from tests.conftest import wait_until
 
 
 def test_a_video_file_gives_every_frame_in_order(shared_assets: Path) -> None:
@@ -124,15 +125,6 @@ def camera() -> Iterator[MjpegCamera]:
     cam.stop()
 
 
-def _wait_for(condition: object, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_slow_consumer_gets_the_newest_frame_and_the_skipped_ones_are_counted(camera: MjpegCamera) -> None:
     source = open_source(camera.url)
     assert isinstance(source, LiveSource)
@@ -157,9 +149,9 @@ def test_a_stream_that_drops_is_reopened_and_frames_flow_again(camera: MjpegCame
     try:
         assert next(frames).image.shape == (120, 160, 3)
         camera.stop()
-        assert _wait_for(lambda: source.state in ("reconnecting", "failed"))
+        assert wait_until(lambda: source.state in ("reconnecting", "failed"))
         camera.start()  # power back, same address
-        assert _wait_for(lambda: source.state == "ok")
+        assert wait_until(lambda: source.state == "ok")
         assert next(frames).image.shape == (120, 160, 3)
         assert source.reconnects >= 1
     finally:
@@ -169,6 +161,6 @@ def test_a_stream_that_drops_is_reopened_and_frames_flow_again(camera: MjpegCame
 def test_a_camera_that_never_answers_ends_up_failed() -> None:
     source = open_source("http://127.0.0.1:9/nothing.mjpg", backoff=(0.05, 0.1), max_failures=3)
     try:
-        assert _wait_for(lambda: source.state == "failed")
+        assert wait_until(lambda: source.state == "failed")
     finally:
         source.close()
