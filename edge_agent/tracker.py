@@ -94,14 +94,12 @@ def kalman_update(means: np.ndarray, covariances: np.ndarray, boxes: np.ndarray)
 
 @dataclass
 class Track:
-    """One person over time. ``box`` is the latest detection (x1, y1, x2, y2, frame pixels)."""
+    """One person over time: the motion model's state, and when it was last seen."""
 
     id: int
-    box: np.ndarray
-    score: float
-    mean: np.ndarray = field(repr=False)
+    mean: np.ndarray = field(repr=False)  # centre x, centre y, aspect, height, and their velocities
     covariance: np.ndarray = field(repr=False)
-    confirmed: bool = False
+    confirmed: bool = False  # seen at least twice
     last_frame: int = 0
 
 
@@ -202,10 +200,10 @@ class ByteTracker:
             means, covariances = kalman_update(
                 np.array([tracks[r].mean for r in rows]), np.array([tracks[r].covariance for r in rows]), boxes[cols]
             )
-            for r, c, mean, covariance in zip(rows, cols, means, covariances):
+            for r, mean, covariance in zip(rows, means, covariances):
                 track = tracks[r]
                 track.mean, track.covariance = mean, covariance
-                track.box, track.score, track.last_frame, track.confirmed = boxes[c], float(scores[c]), self.frame, True
+                track.last_frame, track.confirmed = self.frame, True
 
         # 4. new tentative tracks from confident detections nobody claimed; forget long-lost tracks
         self.tracks = [
@@ -214,9 +212,7 @@ class ByteTracker:
         fresh = [int(rest[c]) for c in free_rest if scores[rest[c]] >= self.new_track_score]
         if fresh:
             means, covariances = kalman_init(boxes[fresh])
-            for index, mean, covariance in zip(fresh, means, covariances):
-                self.tracks.append(
-                    Track(self._next_id, boxes[index], float(scores[index]), mean, covariance, False, self.frame)
-                )
+            for mean, covariance in zip(means, covariances):
+                self.tracks.append(Track(self._next_id, mean, covariance, False, self.frame))
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]

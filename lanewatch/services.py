@@ -7,6 +7,7 @@ a system-wide install. The binaries come from Debian's ``mosquitto`` and ``influ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -246,8 +247,6 @@ bind-address = "{self.host}:{self.rpc_port}"
 
     def query(self, q: str, db: Optional[str] = None) -> dict:
         """Run InfluxQL through ``/query`` and return the decoded JSON (raises on an error)."""
-        import json
-
         params = {"q": q, **({"db": db} if db else {})}
         request = urllib.request.Request(
             f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
