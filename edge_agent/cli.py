@@ -141,3 +141,30 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         return
     for key, value in result.items():
         click.echo(f"{key:20} {json.dumps(value)}")
+
+
+@agent.command("sign-sim")
+def sign_sim_command() -> None:
+    """A simulated entrance sign on a pseudo-terminal, to try the sign link without hardware.
+
+    Prints the serial port to give the agent (e.g. /dev/pts/3), then every notice it shows, until
+    Ctrl-C.
+    """
+    import time
+
+    from edge_agent.sign import SimulatedSign
+
+    sign = SimulatedSign()
+    click.echo(f"simulated sign on {sign.port} (9600 8N1); Ctrl-C stops it", err=True)
+    click.echo(sign.port)
+    shown: Optional[tuple[str, str, str]] = None
+    try:
+        while True:
+            time.sleep(0.05)
+            if sign.displayed != shown:
+                shown = sign.displayed
+                click.echo("(blank)" if shown is None else f"[{shown[0]}] {shown[1]} | {shown[2]}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sign.close()

@@ -1,0 +1,213 @@
+"""The entrance sign: a variable-message LED sign on a serial port, driven by the device at its entrance.
+
+Line protocol (UTF-8, one frame per line, documented in ``docs/sign-protocol.md``)::
+
+    $MSG,<seq>,<level>,<zh>,<en>*<CS>\\r\\n    show a notice (level G, Y, R or U)
+    $CLR,<seq>*<CS>\\r\\n                    blank the sign
+    $PING,<seq>*<CS>\\r\\n                   are you there?
+    $ACK,<seq>*<CS>\\r\\n                    the sign did it
+    $NAK,<seq>,<reason>*<CS>\\r\\n           the sign refused the frame (bad checksum, too long ...)
+
+``CS`` is the XOR of the UTF-8 bytes between ``$`` and ``*``, as two upper-case hex digits (the
+NMEA 0183 checksum, which sign controllers already implement). In text fields ``%``, ``,``, ``*``,
+``$``, CR and LF are percent-encoded. The driver waits ``timeout`` seconds for the ACK and sends the
+frame again, up to ``retries`` times; a sign that never answers is ``failed`` in the heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+import serial
+
+log = logging.getLogger(__name__)
+
+LEVEL_CODES = {"green": "G", "yellow": "Y", "red": "R", "unknown": "U"}
+MAX_TEXT_BYTES = 240  # per language, after encoding: what a two-line 64x16 LED module can scroll
+_ESCAPES = {"%": "%25", ",": "%2C", "*": "%2A", "$": "%24", "\r": "%0D", "\n": "%0A"}
+
+SignState = Literal["ok", "failed", "none"]
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid; the message says why (and becomes the NAK reason)."""
+
+
+def checksum(body: bytes) -> str:
+    value = 0
+    for byte in body:
+        value ^= byte
+    return f"{value:02X}"
+
+
+def escape(text: str) -> str:
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def unescape(text: str) -> str:
+    for raw, coded in _ESCAPES.items():
+        if raw != "%":
+            text = text.replace(coded, raw)
+    return text.replace("%25", "%")
+
+
+def encode(command: str, *fields: str) -> bytes:
+    """One frame, ready for the wire."""
+    body = ",".join([command, *fields]).encode("utf-8")
+    return b"$" + body + b"*" + checksum(body).encode() + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Frame:
+    command: str
+    fields: tuple[str, ...]
+
+
+def decode(line: bytes) -> Frame:
+    """Check and split one received line (with or without its CR LF)."""
+    line = line.strip(b"\r\n")
+    if not line.startswith(b"$") or b"*" not in line:
+        raise ProtocolError("not a frame: expected $...*CS")
+    body, _, given = line[1:].rpartition(b"*")
+    if given.decode("ascii", "replace").upper() != checksum(body):
+        raise ProtocolError(f"bad checksum {given.decode('ascii', 'replace')}, expected {checksum(body)}")
+    try:
+        command, *fields = body.decode("utf-8").split(",")
+    except UnicodeDecodeError:
+        raise ProtocolError("not UTF-8") from None
+    return Frame(command, tuple(fields))
+
+
+def notice_frame(seq: int, level: str, zh: str, en: str) -> bytes:
+    fields = [escape(zh), escape(en)]
+    for text in fields:
+        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise ProtocolError(f"sign text over {MAX_TEXT_BYTES} bytes: shorten the template")
+    return encode("MSG", str(seq), LEVEL_CODES[level], *fields)
+
+
+class SignLink:
+    """The device's side: send a frame, wait for its ACK, retry, and know whether the sign is alive.
+
+    ``port`` is anything pyserial opens: ``/dev/ttyUSB0``, ``/dev/ttyAMA0``, a pty, ``loop://``.
+    """
+
+    def __init__(self, port: str, baudrate: int = 9600, timeout: float = 1.0, retries: int = 3) -> None:
+        self.port_name, self.timeout, self.retries = port, timeout, retries
+        self.serial = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)
+        self.state: SignState = "ok"
+        self.failures = 0  # frames that got no ACK after every retry
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def show(self, level: str, zh: str, en: str) -> bool:
+        """Put a notice on the sign; True once the sign acknowledged it."""
+        return self._exchange(lambda seq: notice_frame(seq, level, zh, en))
+
+    def clear(self) -> bool:
+        return self._exchange(lambda seq: encode("CLR", str(seq)))
+
+    def ping(self) -> bool:
+        return self._exchange(lambda seq: encode("PING", str(seq)))
+
+    def close(self) -> None:
+        self.serial.close()
+
+    def _exchange(self, build: Callable[[int], bytes]) -> bool:
+        with self._lock:
+            self._seq = (self._seq + 1) % 100_000
+            frame = build(self._seq)
+            for attempt in range(1 + self.retries):
+                self.serial.reset_input_buffer()
+                self.serial.write(frame)
+                self.serial.flush()
+                reply = self._reply(self._seq)
+                if reply == "ACK":
+                    self.state = "ok"
+                    return True
+                log.warning("sign on %s: %s for frame %d (attempt %d)", self.port_name, reply, self._seq, attempt + 1)
+            self.state, self.failures = "failed", self.failures + 1
+            return False
+
+    def _reply(self, seq: int) -> str:
+        """ACK, or why not: NAK with its reason, a garbled reply, or silence."""
+        line = self.serial.readline()  # waits at most ``timeout``
+        if not line:
+            return "no answer"
+        try:
+            frame = decode(line)
+        except ProtocolError as exc:
+            return f"garbled reply ({exc})"
+        if frame.fields[:1] != (str(seq),):
+            return f"reply for another frame ({frame.command} {','.join(frame.fields)})"
+        if frame.command == "ACK":
+            return "ACK"
+        return f"NAK {unescape(frame.fields[1]) if len(frame.fields) > 1 else ''}".strip()
+
+
+class SimulatedSign:
+    """A sign controller in software, for tests and the demo: it checks frames, answers, and shows.
+
+    It sits on the master side of a pseudo-terminal pair; the device opens the other side
+    (``port``, e.g. ``/dev/pts/3``) exactly as it would open ``/dev/ttyUSB0``. ``silent`` makes it
+    ignore everything (a sign with no power); ``displayed`` is what it shows.
+    """
+
+    def __init__(self) -> None:
+        self._master, slave = os.openpty()
+        self.port = os.ttyname(slave)
+        self._slave = slave  # kept open so the pair lives until close()
+        self.displayed: Optional[tuple[str, str, str]] = None  # level code, zh, en
+        self.received = 0
+        self.silent = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="simulated-sign", daemon=True)
+        self._thread.start()
+
+    def _lines(self) -> Iterator[bytes]:
+        pending = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                pending += os.read(self._master, 4096)
+            except OSError:  # the other side closed
+                continue
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                yield line + b"\n"
+
+    def _serve(self) -> None:
+        for line in self._lines():
+            if self.silent:
+                continue
+            self.received += 1
+            os.write(self._master, self._answer(line))
+
+    def _answer(self, line: bytes) -> bytes:
+        seq = line[1:].split(b",")[1].split(b"*")[0].decode("ascii", "replace") if b"," in line else "0"
+        try:
+            frame = decode(line)
+            if frame.command == "MSG":
+                level, zh, en = frame.fields[1:4]
+                self.displayed = (level, unescape(zh), unescape(en))
+            elif frame.command == "CLR":
+                self.displayed = None
+            elif frame.command != "PING":
+                raise ProtocolError(f"unknown command {frame.command}")
+        except (ProtocolError, ValueError) as exc:
+            return encode("NAK", seq, escape(str(exc)))
+        return encode("ACK", seq)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        os.close(self._master)
+        os.close(self._slave)
