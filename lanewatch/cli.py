@@ -55,13 +55,14 @@ def site_validate(files: tuple[Path, ...]) -> None:
     fields) and the references between them (unknown or duplicate ids, the hierarchy and its
     cycles, entrances without a zone or a device, signs driven from another entrance...).
     """
-    from lanewatch.site import InventoryError, load_site
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import ConfigError
 
     failed = False
     for path in files:
         try:
             loaded = load_site(path)
-        except InventoryError as exc:
+        except ConfigError as exc:
             failed = True
             for line in exc.lines():
                 click.echo(line, err=True)
@@ -82,11 +83,12 @@ def site_show(file: Path) -> None:
 
 
 def _load_or_exit(path: Path) -> Site:
-    from lanewatch.site import InventoryError, load_site
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import ConfigError
 
     try:
         return load_site(path)
-    except InventoryError as exc:
+    except ConfigError as exc:
         for line in exc.lines():
             click.echo(line, err=True)
         raise SystemExit(1) from None

@@ -1,15 +1,13 @@
 """The site inventory: zones, entrances, devices, signs and who receives what."""
 
-from lanewatch.site.inventory import InventoryError, Problem, load_site, parse_site
+from lanewatch.site.inventory import load_site, parse_site
 from lanewatch.site.model import CountingLine, Device, Entrance, Person, Sign, Site, Zone
 
 __all__ = [
     "CountingLine",
     "Device",
     "Entrance",
-    "InventoryError",
     "Person",
-    "Problem",
     "Sign",
     "Site",
     "Zone",

@@ -8,22 +8,12 @@ hide a broken device), and the cross-reference rules run on the items that are w
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import (
-    Any,
-    Optional,
-    Union,
-    get_args,
-    get_origin,
-)
+from typing import Any, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
-from lanewatch.ids import ID_PATTERN, ID_RULE
 from lanewatch.site.model import (
     KIND_NAMES,
     PARENT_KIND,
@@ -35,9 +25,16 @@ from lanewatch.site.model import (
     SiteInfo,
     Zone,
 )
-
-PathPart = Union[str, int]
-Loc = tuple[PathPart, ...]
+from lanewatch.yamlconfig import (
+    Loc,
+    Problem,
+    YamlDocument,
+    describe,
+    parse_yaml,
+    pydantic_problems,
+    read_yaml,
+    unknown_field,
+)
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "people": Person,
@@ -49,111 +46,25 @@ SECTIONS: dict[str, type[BaseModel]] = {
 REQUIRED_SECTIONS = ("site", "zones", "entrances", "devices")
 
 
-@dataclass(frozen=True)
-class Problem:
-    loc: Loc
-    message: str
-    line: Optional[int] = None
-
-    @property
-    def path(self) -> str:
-        return format_loc(self.loc)
-
-    def format(self, filename: str) -> str:
-        where = f"{filename}:{self.line}" if self.line else filename
-        return f"{where}: {self.path}: {self.message}" if self.loc else f"{where}: {self.message}"
-
-
-class InventoryError(Exception):
-    """The inventory cannot be used; ``problems`` says why, one entry per problem."""
-
-    def __init__(self, filename: str, problems: Sequence[Problem]) -> None:
-        self.filename = filename
-        self.problems = list(problems)
-        super().__init__("\n".join(self.lines()))
-
-    def lines(self) -> list[str]:
-        return [p.format(self.filename) for p in self.problems]
-
-
-def format_loc(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def load_site(path: Union[str, Path]) -> Site:
-    """Read, check and return the site at ``path``; raise InventoryError listing every problem."""
-    filename = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InventoryError(filename, [Problem((), f"cannot read the file: {reason}")]) from None
-    return parse_site(text, filename)
+    """Read, check and return the site at ``path``; raise ConfigError listing every problem."""
+    return _site_from(read_yaml(path))
 
 
 def parse_site(text: str, filename: str = "<string>") -> Site:
-    loader = yaml.SafeLoader(text)  # one parse: the nodes give line numbers, the data comes from them
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise InventoryError(filename, [Problem((), f"YAML syntax error: {reason}", line)]) from None
-    finally:
-        loader.dispose()
+    return _site_from(parse_yaml(text, filename))
 
-    lines: dict[Loc, int] = {}
-    problems: list[Problem] = []
-    if root is not None:
-        problems.extend(_index_nodes(root, (), lines))
+
+def _site_from(document: YamlDocument) -> Site:
+    data = document.data
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        problems.append(Problem((), f"expected a mapping with {', '.join(REQUIRED_SECTIONS)}; got {got}"))
-        raise InventoryError(filename, _with_lines(problems, lines))
-
+        raise document.fail([Problem((), f"expected a mapping with {', '.join(REQUIRED_SECTIONS)}; got {got}")])
     site, shape_problems, broken = _validate_shapes(data)
-    problems.extend(shape_problems)
-    problems.extend(_check_references(site, broken))
-    if problems:
-        raise InventoryError(filename, _with_lines(problems, lines))
+    problems = [*shape_problems, *_check_references(site, broken)]
+    if problems or document.problems:
+        raise document.fail(problems)
     return Site(**site)
-
-
-def _index_nodes(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Iterator[Problem]:
-    """Record the line of every path in the document, and report duplicate keys (YAML keeps the last)."""
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key, key_loc, key_line = key_node.value, (*loc, key_node.value), key_node.start_mark.line + 1
-            if key in seen:
-                yield Problem(
-                    key_loc,
-                    f"duplicate key (first on line {seen[key]}); YAML would silently keep the last one",
-                    key_line,
-                )
-            seen[key] = key_line
-            yield from _index_nodes(value_node, key_loc, lines)
-            lines[key_loc] = key_line
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _index_nodes(item, (*loc, index), lines)
-
-
-def _with_lines(problems: Iterable[Problem], lines: dict[Loc, int]) -> list[Problem]:
-    def line_of(loc: Loc) -> Optional[int]:
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in lines:
-                return lines[loc[:end]]
-        return None
-
-    placed = [p if p.line else Problem(p.loc, p.message, line_of(p.loc)) for p in problems]
-    return sorted(placed, key=lambda p: p.line or 0)
 
 
 # --- shape of each item ---------------------------------------------------------------------------
@@ -170,7 +81,7 @@ def _validate_shapes(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem
     known = ("site", *SECTIONS)
     for key in data:
         if key not in known:
-            problems.append(Problem((key,), _unknown_field(str(key), known)))
+            problems.append(Problem((key,), unknown_field(str(key), known)))
     for key in REQUIRED_SECTIONS:
         if key not in data:
             problems.append(Problem((), f"missing section '{key}'"))
@@ -180,7 +91,7 @@ def _validate_shapes(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem
         try:
             site["site"] = SiteInfo.model_validate(data["site"])
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, SiteInfo, ("site",)))
+            problems.extend(pydantic_problems(exc, SiteInfo, ("site",)))
 
     for section, model in SECTIONS.items():
         items = data.get(section)
@@ -188,7 +99,7 @@ def _validate_shapes(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem
             site[section] = []
             continue
         if not isinstance(items, list):
-            problems.append(Problem((section,), f"expected a list of {section}, got {_describe(items)}"))
+            problems.append(Problem((section,), f"expected a list of {section}, got {describe(items)}"))
             site[section] = []
             continue
         good = []
@@ -196,70 +107,11 @@ def _validate_shapes(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem
             try:
                 good.append(model.model_validate(item))
             except ValidationError as exc:
-                problems.extend(_pydantic_problems(exc, model, (section, index)))
+                problems.extend(pydantic_problems(exc, model, (section, index)))
                 if isinstance(item, dict):
                     broken[section].append(item)
         site[section] = good
     return site, problems, broken
-
-
-def _pydantic_problems(exc: ValidationError, model: type[BaseModel], prefix: Loc) -> Iterator[Problem]:
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        yield Problem(prefix + loc, _explain(error, _model_at(model, loc[:-1])))
-
-
-def _model_at(model: type[BaseModel], loc: Loc) -> Optional[type[BaseModel]]:
-    """The model class that holds the field at ``loc`` (to list its fields for a typo)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, str):
-            field = (
-                current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
-            )
-            if field is None:
-                return None
-            current = field.annotation
-        while get_origin(current) in (list, list, Union, Optional):
-            current = next(a for a in get_args(current) if a is not type(None))
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _explain(error: ErrorDetails, model: Optional[type[BaseModel]]) -> str:
-    """Turn pydantic's wording into what a person editing YAML needs to read."""
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    field = error["loc"][-1] if error["loc"] else ""
-    if kind == "missing":
-        return "missing required field"
-    if kind == "extra_forbidden":
-        return _unknown_field(str(field), tuple(model.model_fields) if model else ())
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
-        return f"invalid id {value!r}: use {ID_RULE} (ids appear in MQTT topics)"
-    if kind in _BOUNDS:
-        return f"must be {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {value!r}"
-    if kind.endswith(("_type", "_parsing")) or kind == "literal_error":
-        expected = error["msg"].replace("Input should be ", "")
-        return f"wrong type or value: expected {expected}, got {_describe(value)}"
-    if kind == "value_error":
-        return error["msg"].replace("Value error, ", "")
-    return str(error["msg"])
-
-
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
-    if value is None:
-        return "nothing"
-    return repr(value)
-
-
-def _unknown_field(name: str, allowed: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(name, allowed, n=1)
-    suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
-    return f"unknown field '{name}'{suggestion}"
 
 
 # --- references between items ---------------------------------------------------------------------
