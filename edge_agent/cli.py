@@ -44,6 +44,56 @@ def agent() -> None:
     """
 
 
+@agent.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the device's YAML configuration",
+)
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="seconds to keep sending what is queued after counting stops",
+)
+def run_command(config_path: Path, drain_timeout: float) -> None:
+    """Count people at this entrance and publish the counts over MQTT until stopped (Ctrl-C, SIGTERM).
+
+    Every window (window_s, default 5 s) sends one count message per counting line; every message
+    is stored on the device first and removed only when the broker has it. A recording as the
+    source ends the run when it ends.
+    """
+    import logging
+    import signal
+
+    from edge_agent.agent import Agent
+    from edge_agent.detector import ModelError
+    from edge_agent.sources import SourceError
+    from lanewatch.yamlconfig import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _interpreter_owns_the_cores()
+    try:
+        from edge_agent.config import load_agent_config
+
+        agent_ = Agent(load_agent_config(config_path))
+    except ConfigError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        raise SystemExit(1) from None
+    except (ModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    signal.signal(signal.SIGINT, lambda *_: agent_.stop())
+    signal.signal(signal.SIGTERM, lambda *_: agent_.stop())
+    try:
+        agent_.run(drain_timeout)
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @agent.command("eval")
 @click.argument("video")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="TFLite detection model")

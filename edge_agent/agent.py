@@ -1,0 +1,182 @@
+"""The agent at a lane entrance: frames in, one count message per counting line per window out.
+
+Each window's messages and the line totals after it are committed to the outbox in one
+transaction, so the cumulative totals survive restarts and reboots and always agree with what was
+sent. A window in which no frame was processed is not sent at all: a dead camera must look like
+missing data (the heartbeat says why), never like an empty lane.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+from edge_agent.config import AgentConfig
+from edge_agent.counting import CountingLine, RegionOfInterest
+from edge_agent.detector import Detector
+from edge_agent.outbox import Outbox
+from edge_agent.pipeline import FrameCounts, Pipeline
+from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.sources import FrameSource, LiveSource, open_source
+from lanewatch import __version__, contract
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.boot_id = uuid.uuid4().hex
+        self.started = time.monotonic()
+        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_messages, config.outbox.max_age_h * 3600)
+        state = self.outbox.state()
+        self.totals = {
+            line.name: {d: int(state.get(f"total.{line.name}.{d}", "0")) for d in ("in", "out")}
+            for line in config.lines
+        }
+        self.seq = 0
+        broker = config.broker
+        self.publisher = Publisher(
+            self.outbox,
+            BrokerSettings(
+                host=broker.host, port=broker.port, keepalive=broker.keepalive_s, username=broker.username,
+                password=broker.password(), ca_file=_str(broker.ca_file), cert_file=_str(broker.cert_file),
+                key_file=_str(broker.key_file),
+            ),
+            config.site, config.device, self.boot_id,
+        )  # fmt: skip
+        self.detector = Detector(str(config.model), num_threads=config.threads, model_format=config.model_format)
+        self.source: Optional[FrameSource] = None
+        self.pipeline: Optional[Pipeline] = None
+        self.frames_seen = 0
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, drain_timeout: float = 30.0) -> None:
+        """Count until stopped (or until a file source ends), then hand what is left to the broker."""
+        self.publisher.start()
+        heartbeat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            with open_source(self.config.source, realtime=self.config.realtime) as source:
+                self.source = source
+                self._count(source)
+        finally:
+            self._stop.set()
+            deadline = time.monotonic() + drain_timeout
+            while self.outbox.depth() and self.publisher.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.publisher.stop()
+            self.outbox.close()
+
+    # --- counting -----------------------------------------------------------------------------------------
+
+    def _count(self, source: FrameSource) -> None:
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            log.error("the source %s gave no frame", self.config.source)
+            return
+        height, width = first.image.shape[:2]
+        lines = [
+            CountingLine(spec.name, (spec.start[0] * width, spec.start[1] * height),
+                         (spec.end[0] * width, spec.end[1] * height), anchor=self.config.anchor)
+            for spec in self.config.lines
+        ]  # fmt: skip
+        roi = RegionOfInterest([(x * width, y * height) for x, y in self.config.roi]) if self.config.roi else None
+        self.pipeline = Pipeline(self.detector, lines, roi=roi, anchor=self.config.anchor)
+        live = isinstance(source, LiveSource)
+        fps = source.fps or 25.0
+        # Window clock: capture time for cameras; media time for recordings, so a replay as fast as
+        # possible still makes windows of the recording's seconds, stamped as if it were live.
+        wall_origin, clock_origin = datetime.now(timezone.utc), time.monotonic()
+        window_s = self.config.window_s
+        window_index, window = 0, {line.name: {"in": 0, "out": 0} for line in lines}
+        last = FrameCounts([], 0)
+        frames_in_window = 0
+        for index, counts in self.pipeline.run(itertools.chain([first], frames)):
+            clock = time.monotonic() - clock_origin if live else index / fps
+            while clock >= (window_index + 1) * window_s:  # close every window this frame has passed
+                if frames_in_window:
+                    self._commit(window_index, window, last.in_view, wall_origin)
+                window_index += 1
+                window = {name: {"in": 0, "out": 0} for name in window}
+                frames_in_window = 0
+            for crossing in counts.crossings:
+                window[crossing.line][crossing.direction] += 1
+            last, frames_in_window = counts, frames_in_window + 1
+            self.frames_seen += 1
+            if self._stop.is_set():
+                break
+        if frames_in_window:  # the last, partial window: counted people are never thrown away
+            self._commit(window_index, window, last.in_view, wall_origin)
+
+    def _commit(self, index: int, window: dict[str, dict[str, int]], in_view: int, origin: datetime) -> None:
+        start = origin + timedelta(seconds=index * self.config.window_s)
+        end = start + timedelta(seconds=self.config.window_s)
+        messages, state = [], {}
+        for name, counts in window.items():
+            totals = self.totals[name]
+            totals["in"] += counts["in"]
+            totals["out"] += counts["out"]
+            message = contract.CountWindow(
+                site=self.config.site, device=self.config.device, line=name, boot_id=self.boot_id, seq=self.seq,
+                window_start=start, window_end=end, in_=counts["in"], out=counts["out"], total_in=totals["in"],
+                total_out=totals["out"], in_view=in_view, model=self.detector.name[:64], agent_version=__version__,
+            )  # fmt: skip
+            self.seq += 1
+            messages.append((contract.topic_for(message), contract.encode(message)))
+            state[f"total.{name}.in"], state[f"total.{name}.out"] = str(totals["in"]), str(totals["out"])
+        self.outbox.append(messages, state)
+        self.publisher.notify()
+
+    # --- health -------------------------------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        last_frames, last_invoke, last_time = 0, 0.0, time.monotonic()
+        while not self._stop.wait(self.config.heartbeat_s):
+            now = time.monotonic()
+            frames = self.frames_seen
+            invoke = self.pipeline.times.invoke if self.pipeline else 0.0
+            elapsed = max(now - last_time, 1e-6)
+            done = frames - last_frames
+            beat = contract.Heartbeat(
+                site=self.config.site, device=self.config.device, boot_id=self.boot_id,
+                time=datetime.now(timezone.utc), uptime_s=now - self.started, fps=min(done / elapsed, 1000.0),
+                inference_ms=(1000 * (invoke - last_invoke) / done) if done else None,
+                dropped_frames=self.source.dropped if self.source else 0, cpu_temp_c=_cpu_temperature(),
+                load1=os.getloadavg()[0], outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped(),
+                camera=(self.source.state if self.source else "reconnecting"), sign="none",
+                clock_synced=_clock_synced(),
+            )  # fmt: skip
+            last_frames, last_invoke, last_time = frames, invoke, now
+            if self.publisher.connected:  # health is live state: not worth queueing while offline
+                self.publisher.client.publish(contract.topic_for(beat), contract.encode(beat), qos=contract.QOS)
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None
+
+
+def _cpu_temperature() -> Optional[float]:
+    """The SoC temperature on a Pi or Jetson (thermal zone 0), None where there is none."""
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+def _clock_synced() -> Optional[bool]:
+    """systemd-timesyncd's flag file, when the system uses it; None when unknown."""
+    if Path("/run/systemd/timesync").is_dir():
+        return Path("/run/systemd/timesync/synchronized").exists()
+    return None

@@ -1,0 +1,163 @@
+"""`lanewatch agent run` end to end: real footage, the real model, a real broker, a real crash."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from lanewatch import contract
+from lanewatch.services import Mosquitto
+from tests.conftest import wait_until
+from tests.test_contract import schema_for
+
+SITE, DEVICE = "sanfang-qixiang", "cam-wenru-west"
+LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
+
+
+class Listener:
+    """Everything the device publishes, as a control room would receive it."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.counts: list[dict] = []
+        self.heartbeats: list[dict] = []
+        self.availability: list[str] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cr-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        filters = [contract.subscription(kind, site=SITE) for kind in ("count", "heartbeat", "availability")]
+        self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        kind = contract.parse_topic(msg.topic).kind
+        contract.decode(kind, msg.payload)  # every payload passes the contract
+        payload = json.loads(msg.payload)
+        with self._lock:
+            if kind == "count":
+                self.counts.append(payload)
+            elif kind == "heartbeat":
+                self.heartbeats.append(payload)
+            else:
+                self.availability.append(payload["state"])
+
+    def windows(self) -> list[dict]:
+        """Count windows once each, by (boot, seq), in send order."""
+        with self._lock:
+            return list({(m["boot_id"], m["seq"]): m for m in self.counts}.values())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def listener(fresh_mosquitto: Mosquitto) -> Iterator[Listener]:
+    rx = Listener(fresh_mosquitto)
+    yield rx
+    rx.close()
+
+
+def write_config(tmp_path: Path, broker: Mosquitto, assets: Path, realtime: bool) -> Path:
+    config = {
+        "site": SITE, "device": DEVICE,
+        "source": str(assets / "videos" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"), "realtime": realtime,
+        "model": str(assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
+        "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
+        "window_s": 1.0, "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"),
+        "broker": {"host": broker.host, "port": broker.port},
+    }  # fmt: skip
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def run_agent(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([LANEWATCH, "agent", "run", "--config", str(config)], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_a_recording_becomes_count_windows_heartbeats_and_availability(
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+) -> None:
+    result = run_agent(write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False))
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: len(listener.windows()) >= 8)
+    windows = listener.windows()
+    assert [w["seq"] for w in windows] == list(range(8))  # 179 frames at 25 fps: 8 one-second windows
+    assert (sum(w["in"] for w in windows), sum(w["out"] for w in windows)) == (1, 1)
+    assert (windows[-1]["total_in"], windows[-1]["total_out"]) == (1, 1)
+    contract_fields = set(schema_for("count")["properties"])
+    assert all(set(window) == contract_fields for window in windows)  # nothing but the contract's fields
+    assert listener.heartbeats
+    assert all(h["camera"] == "ok" for h in listener.heartbeats)
+    assert wait_until(lambda: listener.availability[-1:] == ["offline"])
+    assert "online" in listener.availability
+
+
+def test_totals_continue_after_a_restart(
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False)
+    assert run_agent(config).returncode == 0
+    assert run_agent(config).returncode == 0
+    assert wait_until(lambda: len(listener.windows()) >= 16)
+    boots = list(dict.fromkeys(w["boot_id"] for w in listener.windows()))
+    assert len(boots) == 2
+    second = [w for w in listener.windows() if w["boot_id"] == boots[1]]
+    assert second[0]["seq"] == 0
+    assert (second[-1]["total_in"], second[-1]["total_out"]) == (2, 2)
+
+
+def test_kill_9_mid_stream_loses_no_window_and_totals_continue(
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: len(listener.windows()) >= 3, seconds=120)
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+    assert wait_until(lambda: listener.availability[-1:] == ["offline"], seconds=60)  # the Last Will
+
+    fast = yaml.safe_load(config.read_text())
+    fast["realtime"] = False
+    config.write_text(yaml.safe_dump(fast))
+    assert run_agent(config).returncode == 0
+    assert wait_until(lambda: len({w["boot_id"] for w in listener.windows()}) == 2)
+
+    windows = listener.windows()
+    first_boot, second_boot = list(dict.fromkeys(w["boot_id"] for w in windows))
+    before = sorted((w for w in windows if w["boot_id"] == first_boot), key=lambda w: w["seq"])
+    after = sorted((w for w in windows if w["boot_id"] == second_boot), key=lambda w: w["seq"])
+    assert [w["seq"] for w in before] == list(range(len(before)))  # every committed window arrived
+    for earlier, later in zip(before, before[1:]):
+        assert later["total_in"] == earlier["total_in"] + later["in"]
+    # the restart continued from the last committed totals
+    assert after[0]["total_in"] == before[-1]["total_in"] + after[0]["in"]
+    assert after[0]["total_out"] == before[-1]["total_out"] + after[0]["out"]
+
+
+def test_a_broken_device_config_is_reported_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "device.yaml"
+    path.write_text("site: sanfang-qixiang\ndevice: Cam 1\nsource: camera:0\nmodel: m.tflite\n"
+                    "lines: []\nwindow_s: -5\nstate_dir: /tmp/x\n")  # fmt: skip
+    result = subprocess.run([LANEWATCH, "agent", "run", "--config", str(path)], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{path}:2: device: invalid id 'Cam 1'" in result.stderr
+    assert f"{path}:5: lines: List should have at least 1 item after validation, not 0" in result.stderr
+    assert f"{path}:6: window_s: must be > 0.0, got -5" in result.stderr
