@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanewatch.ids import Id
 from lanewatch.site.model import CountingLine as LineSpec
+from lanewatch.site.model import Site
 from lanewatch.yamlconfig import load_model
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -54,9 +55,22 @@ class OutboxConfig(_Section):
     max_age_h: float = Field(default=168.0, gt=0, description="older messages are dropped (and counted)")
 
 
+class SignConfig(_Section):
+    """The sign this device drives over a serial port (see docs/sign-protocol.md)."""
+
+    id: Id
+    port: str = Field(description="serial port, e.g. /dev/ttyUSB0, /dev/ttyAMA0, or a pty")
+    baudrate: int = 9600
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=3, ge=0, le=10)
+    template_zh: str = Field(default="{text}", description="fields: {text}, {level}, {level_zh}, {zone}")
+    template_en: str = Field(default="{text}")
+
+
 class AgentConfig(_Section):
     site: Id
     device: Id
+    entrance: Id = Field(description="the entrance this device counts; its notices go to the sign")
     source: str = Field(description="camera:N, picamera2, rtsp://..., http(s)://..., gst:..., a video file or folder")
     realtime: bool = Field(default=True, description="replay files at their own frame rate")
     model: Path
@@ -70,6 +84,7 @@ class AgentConfig(_Section):
     state_dir: Path = Field(description="where the outbox and the persisted totals live")
     outbox: OutboxConfig = OutboxConfig()
     broker: BrokerConfig = BrokerConfig()
+    sign: Optional[SignConfig] = None
 
     @model_validator(mode="after")
     def _distinct_lines(self) -> AgentConfig:
@@ -82,3 +97,33 @@ class AgentConfig(_Section):
 def load_agent_config(path: Path) -> AgentConfig:
     """Read and check a device's YAML file; ConfigError lists every problem, line by line."""
     return load_model(path, AgentConfig)
+
+
+def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig:
+    """A device's configuration generated from the site inventory, checked against it.
+
+    The inventory gives the ids, the entrance, the counting lines and the sign; ``settings`` give
+    what only the installation knows (source, model path, state folder, broker address ...).
+    """
+    devices = {d.id: d for d in site.devices}
+    if device_id not in devices:
+        raise ValueError(f"no device {device_id!r} in site {site.site.id!r}; its devices are: {', '.join(devices)}")
+    device = devices[device_id]
+    signs = [s for s in site.signs if s.device == device_id]
+    defaults: dict[str, object] = {
+        "source": "picamera2" if device.source == "camera" else "camera:0",
+        "model": "/opt/lanewatch/models/ssd_mobilenet_v1_coco_quant/detect.tflite",
+        "state_dir": "/var/lib/lanewatch",
+    }
+    sign = {"id": signs[0].id, "port": "/dev/ttyUSB0"} if signs else None
+    return AgentConfig.model_validate(
+        {
+            **defaults,
+            **settings,
+            "site": site.site.id,
+            "device": device.id,
+            "entrance": device.entrance,
+            "lines": [line.model_dump() for line in device.lines],
+            **({"sign": sign} if sign else {}),
+        }
+    )

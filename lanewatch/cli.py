@@ -82,6 +82,45 @@ def site_show(file: Path) -> None:
     click.echo(_render(_load_or_exit(file)))
 
 
+@site.command("device-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("device_id")
+@click.option("--source", help="frame source [default: picamera2 for cameras, camera:0 otherwise]")
+@click.option("--model", "model_path", help="TFLite model path on the device")
+@click.option("--state-dir", help="where the device keeps its outbox and totals [default: /var/lib/lanewatch]")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--broker-port", type=int, default=1883, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
+def site_device_config(
+    file: Path, device_id: str, source: Optional[str], model_path: Optional[str], state_dir: Optional[str],
+    broker_host: str, broker_port: int, out: Optional[Path],
+) -> None:  # fmt: skip
+    """Generate the YAML configuration of DEVICE_ID from the site inventory FILE.
+
+    Ids, entrance, counting lines and sign come from the inventory; pass what only the installation
+    knows. Secrets are never written: set broker.password_file or broker.password_env afterwards.
+    """
+    import yaml
+
+    from edge_agent.config import device_config
+
+    settings = {
+        key: value for key, value in {"source": source, "model": model_path, "state_dir": state_dir}.items() if value
+    }
+    try:
+        config = device_config(_load_or_exit(file), device_id, broker={"host": broker_host, "port": broker_port},
+                               **settings)  # fmt: skip
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = f"# LaneWatch device {device_id}, generated from {file}: lanewatch site device-config\n"
+    text += yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+
+
 def _load_or_exit(path: Path) -> Site:
     from lanewatch.site import load_site
     from lanewatch.yamlconfig import ConfigError

@@ -71,7 +71,7 @@ def listener(fresh_mosquitto: Mosquitto) -> Iterator[Listener]:
 
 def write_config(tmp_path: Path, broker: Mosquitto, assets: Path, realtime: bool) -> Path:
     config = {
-        "site": SITE, "device": DEVICE,
+        "site": SITE, "device": DEVICE, "entrance": "wenru-west",
         "source": str(assets / "videos" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"), "realtime": realtime,
         "model": str(assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
         "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
@@ -152,12 +152,12 @@ def test_kill_9_mid_stream_loses_no_window_and_totals_continue(
 
 def test_a_broken_device_config_is_reported_line_by_line(tmp_path: Path) -> None:
     path = tmp_path / "device.yaml"
-    path.write_text("site: sanfang-qixiang\ndevice: Cam 1\nsource: camera:0\nmodel: m.tflite\n"
+    path.write_text("site: sanfang-qixiang\ndevice: Cam 1\nentrance: e1\nsource: camera:0\nmodel: m.tflite\n"
                     "lines: []\nwindow_s: -5\nstate_dir: /tmp/x\n")  # fmt: skip
     result = subprocess.run([LANEWATCH, "agent", "run", "--config", str(path)], capture_output=True, text=True,
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"{path}:2: device: invalid id 'Cam 1'" in result.stderr
-    assert f"{path}:5: lines: List should have at least 1 item after validation, not 0" in result.stderr
-    assert f"{path}:6: window_s: must be > 0.0, got -5" in result.stderr
+    assert f"{path}:6: lines: List should have at least 1 item after validation, not 0" in result.stderr
+    assert f"{path}:7: window_s: must be > 0.0, got -5" in result.stderr
