@@ -24,6 +24,7 @@ from edge_agent.detector import Detector
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import FrameCounts, Pipeline
 from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.sign import SignDriver
 from edge_agent.sources import FrameSource, LiveSource, open_source
 from lanewatch import __version__, contract
 
@@ -53,6 +54,10 @@ class Agent:
             config.site, config.device, self.boot_id,
         )  # fmt: skip
         self.detector = Detector(str(config.model), num_threads=config.threads, model_format=config.model_format)
+        self.sign = SignDriver(config.sign) if config.sign else None
+        if self.sign is not None:
+            topic = contract.KINDS["entrance_notice"].template.format(site=config.site, entrance=config.entrance)
+            self.publisher.subscribe(topic, self.sign.notice)
         self.source: Optional[FrameSource] = None
         self.pipeline: Optional[Pipeline] = None
         self.frames_seen = 0
@@ -77,6 +82,8 @@ class Agent:
                 time.sleep(0.05)
             self.publisher.stop()
             self.outbox.close()
+            if self.sign is not None:
+                self.sign.close()
 
     # --- counting -----------------------------------------------------------------------------------------
 
@@ -155,7 +162,8 @@ class Agent:
                 inference_ms=(1000 * (invoke - last_invoke) / done) if done else None,
                 dropped_frames=self.source.dropped if self.source else 0, cpu_temp_c=_cpu_temperature(),
                 load1=os.getloadavg()[0], outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped(),
-                camera=(self.source.state if self.source else "reconnecting"), sign="none",
+                camera=(self.source.state if self.source else "reconnecting"),
+                sign=self.sign.link.state if self.sign else "none",
                 clock_synced=_clock_synced(),
             )  # fmt: skip
             last_frames, last_invoke, last_time = frames, invoke, now

@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import paho.mqtt.client as mqtt
 
@@ -73,6 +73,7 @@ class Publisher:
         self._connected = threading.Event()
         self._in_flight: dict[int, int] = {}  # paho message id -> outbox id; sender thread only
         self._live_from = 0
+        self._subscriptions: list[str] = []
         self._sender = threading.Thread(target=self._send, name="mqtt-sender", daemon=True)
 
     # --- public -----------------------------------------------------------------------------------------
@@ -81,6 +82,16 @@ class Publisher:
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
         self.client.loop_start()
         self._sender.start()
+
+    def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Call ``handler`` with the payload of every message on ``topic`` (re-subscribed on reconnect).
+
+        The handler runs on paho's thread: keep it short, hand long work to another thread.
+        """
+        self._subscriptions.append(topic)
+        self.client.message_callback_add(topic, lambda _c, _u, message: handler(bytes(message.payload)))
+        if self._connected.is_set():
+            self.client.subscribe(topic, qos=contract.QOS)
 
     def notify(self) -> None:
         """New messages are in the outbox: send them now rather than at the next poll."""
@@ -114,6 +125,8 @@ class Publisher:
             return
         log.info("connected to %s:%d", self.settings.host, self.settings.port)
         client.publish(self.availability_topic, self._online, qos=contract.QOS, retain=True)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=contract.QOS)
         self._connected.set()
         self._wake.set()
 

@@ -20,11 +20,17 @@ import logging
 import os
 import select
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 import serial
+
+from lanewatch import contract
+
+if TYPE_CHECKING:
+    from edge_agent.config import SignConfig
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +217,60 @@ class SimulatedSign:
         self._thread.join(timeout=2)
         os.close(self._master)
         os.close(self._slave)
+
+
+LEVEL_ZH = {"green": "畅通", "yellow": "拥挤", "red": "已满", "unknown": "未知"}
+
+
+class SignDriver:
+    """Shows the diversion notices addressed to this entrance on its sign, newest first.
+
+    Notices arrive on the MQTT thread; a worker thread talks to the (slow) serial line, and only the
+    newest notice waiting is shown: a sign must say what is true now, not replay a backlog.
+    """
+
+    def __init__(self, config: SignConfig) -> None:
+        self.config = config
+        self.link = SignLink(config.port, config.baudrate, config.timeout_s, config.retries)
+        self._latest: Optional[contract.DiversionNotice] = None
+        self._seen: deque[str] = deque(maxlen=256)  # notice ids already taken (QoS 1 may repeat)
+        self._ready = threading.Condition()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._show, name="sign", daemon=True)
+        self._worker.start()
+
+    def notice(self, payload: bytes) -> None:
+        try:
+            notice = contract.decode("entrance_notice", payload)
+        except contract.ContractError as exc:
+            log.warning("ignored a malformed notice for the sign: %s", exc)
+            return
+        assert isinstance(notice, contract.DiversionNotice)
+        with self._ready:
+            if notice.id in self._seen:
+                return
+            self._seen.append(notice.id)
+            self._latest = notice
+            self._ready.notify()
+
+    def _show(self) -> None:
+        while not self._stop.is_set():
+            with self._ready:
+                self._ready.wait_for(lambda: self._latest is not None or self._stop.is_set(), timeout=1.0)
+                notice, self._latest = self._latest, None
+            if notice is None:
+                continue
+            fields = {"text": "", "level": notice.level, "level_zh": LEVEL_ZH[notice.level], "zone": notice.zone}
+            zh = self.config.template_zh.format(**{**fields, "text": notice.text.zh})
+            en = self.config.template_en.format(**{**fields, "text": notice.text.en})
+            try:
+                self.link.show(notice.level, zh, en)
+            except ProtocolError as exc:
+                log.error("notice %s not shown: %s", notice.id, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._ready:
+            self._ready.notify()
+        self._worker.join(timeout=5)
+        self.link.close()

@@ -161,3 +161,33 @@ def test_a_broken_device_config_is_reported_line_by_line(tmp_path: Path) -> None
     assert f"{path}:2: device: invalid id 'Cam 1'" in result.stderr
     assert f"{path}:6: lines: List should have at least 1 item after validation, not 0" in result.stderr
     assert f"{path}:7: window_s: must be > 0.0, got -5" in result.stderr
+
+
+def test_a_notice_for_the_entrance_reaches_its_sign(
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+) -> None:
+    from edge_agent.sign import SimulatedSign
+    from tests.samples import samples
+
+    sign = SimulatedSign()
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    settings = yaml.safe_load(config.read_text())
+    settings["sign"] = {"id": "sign-wenru-west", "port": sign.port, "template_zh": "{level_zh}：{text}"}
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True))
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: "online" in listener.availability, seconds=60)
+        notice = samples()["entrance_notice"]
+        topic = contract.topic_for(notice, entrance="wenru-west")
+        elsewhere = contract.topic_for(notice.model_copy(update={"zone": "yijin"}), entrance="yijin-west")
+        listener.client.publish(elsewhere, contract.encode(notice), qos=1)  # another entrance's: not ours
+        listener.client.publish(topic, contract.encode(notice), qos=1)
+        assert wait_until(lambda: sign.displayed is not None)
+        assert sign.displayed == ("R", f"已满：{notice.text.zh}", notice.text.en)
+        assert sign.received == 1
+        assert wait_until(lambda: any(h["sign"] == "ok" for h in listener.heartbeats))
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        sign.close()
+    assert agent.returncode == 0
