@@ -121,6 +121,26 @@ def site_device_config(
         click.echo(f"wrote {out}", err=True)
 
 
+@site.command("broker-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=8883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="address the broker listens on")
+@click.option("--tls-host", "tls_hosts", multiple=True, help="name or address clients use to reach the broker")
+def site_broker_config(file: Path, folder: Path, port: int, bind: str, tls_hosts: tuple[str, ...]) -> None:
+    """Generate the broker's users, ACLs and TLS certificates for the site FILE into FOLDER.
+
+    One user per device (publishes only under its own topics, reads only its entrance's notices),
+    the aggregator, and every person (reads only their grids). Include FOLDER/lanewatch.conf from
+    Mosquitto's conf.d. Hand each device its secrets/<id>.password and tls/clients/<id>.*; never
+    commit FOLDER. Existing passwords and keys are kept.
+    """
+    from lanewatch.brokerconfig import generate
+
+    files = generate(_load_or_exit(file), folder, port=port, host=bind, tls_hosts=tls_hosts)
+    click.echo(f"wrote {files.config} ({len(files.users)} users; ACL {files.acl}; passwords {files.passwords})")
+
+
 def _load_or_exit(path: Path) -> Site:
     from lanewatch.site import load_site
     from lanewatch.yamlconfig import ConfigError

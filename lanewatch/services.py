@@ -153,24 +153,33 @@ class Mosquitto(_Server):
     MAX_QUEUED_MESSAGES = 1_000_000
     MAX_QUEUED_BYTES = 512 * 1024 * 1024
 
-    def __init__(self, state_dir: Path, extra_config: Sequence[str] = ()) -> None:
+    def __init__(self, state_dir: Path, extra_config: Sequence[str] = (), secure: Optional[Path] = None) -> None:
+        """``secure``: a generated ``lanewatch.conf`` (TLS, passwords, ACLs) instead of an open listener."""
         super().__init__(state_dir)
         self.extra_config = list(extra_config)
+        self.secure = secure
         self.config_path = self.state_dir / "mosquitto.conf"
+        if secure is not None:  # its listener line says the port
+            listener = next(line for line in secure.read_text().splitlines() if line.startswith("listener "))
+            self.port = int(listener.split()[1])
 
     def command(self) -> list[str]:
         binary = find_binary("mosquitto")
         data_dir = self.state_dir / "data"
         data_dir.mkdir(exist_ok=True)
+        access = (
+            [line for line in self.secure.read_text().splitlines() if line and not line.startswith("#")]
+            if self.secure is not None
+            else [f"listener {self.port} {self.host}", "allow_anonymous true"]
+        )
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *access,
             "persistence true",
             f"persistence_location {data_dir}/",
             "autosave_interval 1",
             f"max_queued_messages {self.MAX_QUEUED_MESSAGES}",
             f"max_queued_bytes {self.MAX_QUEUED_BYTES}",
-            "log_dest stdout",
+            f"log_dest file {self.log_path}",  # flushed line by line, unlike stdout into a file
             "log_type error",
             "log_type warning",
             "log_type notice",
@@ -186,6 +195,12 @@ class Mosquitto(_Server):
         return [binary, "-c", str(self.config_path)]
 
     def ready(self) -> bool:
+        if self.secure is not None:  # TLS with client certificates: an open port is what can be checked
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
         return _mqtt_connack(self.host, self.port)
 
     @property
