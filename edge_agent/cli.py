@@ -94,6 +94,38 @@ def run_command(config_path: Path, drain_timeout: float) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@agent.command("selftest")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the device's YAML configuration",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for camera and broker")
+def selftest_command(config_path: Path, timeout: float) -> None:
+    """Check this device after installing it: camera, model, storage, broker, clock, sign.
+
+    Each check prints PASS, FAIL or WARN with what it saw and, for a failure, what to do.
+    Exit code 0 when nothing failed.
+    """
+    from edge_agent.config import load_agent_config
+    from edge_agent.selftest import run_checks
+    from lanewatch.yamlconfig import ConfigError
+
+    try:
+        config = load_agent_config(config_path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        raise SystemExit(1) from None
+    failed = False
+    for check in run_checks(config, timeout):
+        click.echo(check.line())
+        failed = failed or check.outcome == "fail"
+    raise SystemExit(1 if failed else 0)
+
+
 @agent.command("eval")
 @click.argument("video")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="TFLite detection model")
