@@ -126,6 +126,44 @@ def selftest_command(config_path: Path, timeout: float) -> None:
     raise SystemExit(1 if failed else 0)
 
 
+@agent.command("calibrate")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the device's YAML configuration",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for a frame")
+def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
+    """Draw the counting lines, their 'in' direction, the ROI and the people detected now on one frame.
+
+    For checking where the camera looks before leaving the entrance. The picture is written to
+    OUT on this device only; nothing is sent.
+    """
+    from edge_agent.calibrate import calibration_image, write_png
+    from edge_agent.config import load_agent_config
+    from edge_agent.selftest import first_frame
+    from lanewatch.yamlconfig import ConfigError
+
+    try:
+        config = load_agent_config(config_path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        raise SystemExit(1) from None
+    check, frame = first_frame(config, timeout)
+    if frame is None:
+        raise click.ClickException(f"{check.detail} ({check.hint})")
+    picture, people = calibration_image(config, frame)
+    try:
+        write_png(picture, out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: {len(config.lines)} counting line(s), {people} people detected")
+
+
 @agent.command("eval")
 @click.argument("video")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="TFLite detection model")

@@ -32,7 +32,7 @@ class Check:
 
 
 def run_checks(config: AgentConfig, timeout: float = 10.0) -> Iterator[Check]:
-    camera, frame = _camera(config, timeout)
+    camera, frame = first_frame(config, timeout)
     yield camera
     yield _model(config, frame)
     yield _storage(config)
@@ -42,7 +42,8 @@ def run_checks(config: AgentConfig, timeout: float = 10.0) -> Iterator[Check]:
         yield _sign(config)
 
 
-def _camera(config: AgentConfig, timeout: float) -> tuple[Check, Optional[np.ndarray]]:
+def first_frame(config: AgentConfig, timeout: float) -> tuple[Check, Optional[np.ndarray]]:
+    """One frame from the configured source, and the check saying how that went."""
     from edge_agent.sources import SourceError, open_source
 
     hint = "check the cable or the stream URL and the source setting; `v4l2-ctl --list-devices` lists cameras"
@@ -52,12 +53,12 @@ def _camera(config: AgentConfig, timeout: float) -> tuple[Check, Optional[np.nda
         return Check("camera", "fail", str(exc), hint), None
     frames: list[np.ndarray] = []
 
-    def first_frame() -> None:
+    def take_one() -> None:
         frame = next(iter(source), None)
         if frame is not None:
             frames.append(frame.image)
 
-    reader = threading.Thread(target=first_frame, daemon=True)
+    reader = threading.Thread(target=take_one, daemon=True)
     reader.start()
     reader.join(timeout)
     source.close()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from edge_agent.sign import SimulatedSign
@@ -59,3 +60,19 @@ def test_each_failure_is_named_with_what_to_do(shared_assets: Path, tmp_path: Pa
     assert "FAIL sign: sign-wenru-west did not answer" in result.stdout
     assert "PASS camera" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_calibrate_draws_lines_directions_and_people(shared_assets: Path, tmp_path: Path) -> None:
+    import cv2
+
+    config = _config(tmp_path, shared_assets, free_port(), "/dev/null")
+    out = tmp_path / "calibration.png"
+    result = subprocess.run([LANEWATCH, "agent", "calibrate", "--config", str(config), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {out}: 1 counting line(s),")
+    picture = cv2.imread(str(out))
+    assert picture.shape == (480, 640, 3)
+    # the counting line (x = 320) is drawn in its colour, top to bottom
+    column = picture[:, 319:322].reshape(-1, 3)
+    assert np.mean(np.all(np.abs(column.astype(int) - (0, 200, 255)) < 40, axis=1)) > 0.5
