@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+from edge_agent import systemd
 from edge_agent.config import AgentConfig
 from edge_agent.counting import CountingLine, RegionOfInterest
 from edge_agent.detector import Detector
@@ -61,6 +62,7 @@ class Agent:
         self.source: Optional[FrameSource] = None
         self.pipeline: Optional[Pipeline] = None
         self.frames_seen = 0
+        self.last_progress = time.monotonic()
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -69,8 +71,8 @@ class Agent:
     def run(self, drain_timeout: float = 30.0) -> None:
         """Count until stopped (or until a file source ends), then hand what is left to the broker."""
         self.publisher.start()
-        heartbeat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
-        heartbeat.start()
+        for target in (self._heartbeats, self._watchdog):
+            threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True).start()
         try:
             with open_source(self.config.source, realtime=self.config.realtime) as source:
                 self.source = source
@@ -101,6 +103,7 @@ class Agent:
         ]  # fmt: skip
         roi = RegionOfInterest([(x * width, y * height) for x, y in self.config.roi]) if self.config.roi else None
         self.pipeline = Pipeline(self.detector, lines, roi=roi, anchor=self.config.anchor)
+        systemd.notify(f"READY=1\nSTATUS=counting {len(lines)} line(s) at {width}x{height}")
         live = isinstance(source, LiveSource)
         fps = source.fps or 25.0
         # Window clock: capture time for cameras; media time for recordings, so a replay as fast as
@@ -122,6 +125,7 @@ class Agent:
                 window[crossing.line][crossing.direction] += 1
             last, frames_in_window = counts, frames_in_window + 1
             self.frames_seen += 1
+            self.last_progress = time.monotonic()
             if self._stop.is_set():
                 break
         if frames_in_window:  # the last, partial window: counted people are never thrown away
@@ -147,6 +151,17 @@ class Agent:
         self.publisher.notify()
 
     # --- health -------------------------------------------------------------------------------------------
+
+    def _watchdog(self) -> None:
+        """Tell systemd we are alive while frames are being counted, or while the camera is known to be
+        reconnecting; a pipeline stuck with a working camera stops the pings and gets restarted."""
+        period = systemd.watchdog_period()
+        if period is None:
+            return
+        while not self._stop.wait(period):
+            camera_down = self.source is not None and self.source.state != "ok"
+            if camera_down or time.monotonic() - self.last_progress < 2 * period:
+                systemd.notify("WATCHDOG=1")
 
     def _heartbeats(self) -> None:
         last_frames, last_invoke, last_time = 0, 0.0, time.monotonic()

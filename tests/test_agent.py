@@ -191,3 +191,46 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
         agent.wait(timeout=60)
         sign.close()
     assert agent.returncode == 0
+
+
+def test_systemd_hears_ready_and_the_watchdog(
+    fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    address = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(address))
+    server.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    said: list[str] = []
+    try:
+        while agent.poll() is None and not ({"READY=1", "WATCHDOG=1"} <= {s.split("\n")[0] for s in said}):
+            try:
+                said.append(server.recv(4096).decode())
+            except TimeoutError:
+                continue
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        server.close()
+    assert any(s.startswith("READY=1\nSTATUS=counting 1 line(s) at 640x480") for s in said)
+    assert "WATCHDOG=1" in said
+
+
+def test_the_systemd_unit_restarts_and_watches_the_agent() -> None:
+    import configparser
+
+    from tests.conftest import REPO
+
+    unit = configparser.ConfigParser(strict=False)
+    unit.read(REPO / "firmware_config" / "systemd" / "lanewatch-agent.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "always"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["ExecStart"].endswith("lanewatch agent run --config /etc/lanewatch/device.yaml")
+    assert service["User"] != "root"
