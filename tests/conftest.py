@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn
 
@@ -19,6 +20,7 @@ from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 
 if TYPE_CHECKING:
     import click.testing
+    import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SITE = REPO / "firmware_config" / "sanfang-qixiang.yaml"
@@ -136,3 +138,44 @@ def wait_until(condition: Callable[[], object], seconds: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@dataclass
+class SecureBroker:
+    """A Mosquitto with the broker configuration generated from the example site (TLS, ACLs)."""
+
+    server: Mosquitto
+    files: object  # lanewatch.brokerconfig.BrokerFiles
+
+    def credentials(self, user: str) -> dict[str, str]:
+        """The ``broker:`` settings of a device or person, as an agent's config would hold them."""
+        ca, cert, key = self.files.tls(user)  # type: ignore[attr-defined]
+        return {"host": self.server.host, "port": self.server.port, "username": user,
+                "password_file": str(self.files.folder / "secrets" / f"{user}.password"),  # type: ignore[attr-defined]
+                "ca_file": str(ca), "cert_file": str(cert), "key_file": str(key)}  # fmt: skip
+
+    def client(self, user: str, **kwargs: object) -> mqtt.Client:
+        """A paho MQTT v5 client logged in as ``user`` over TLS (not yet connected)."""
+        import paho.mqtt.client as mqtt
+
+        settings = self.credentials(user)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}",
+                             protocol=mqtt.MQTTv5, **kwargs)  # fmt: skip
+        client.username_pw_set(user, Path(settings["password_file"]).read_text().strip())
+        client.tls_set(ca_certs=settings["ca_file"], certfile=settings["cert_file"], keyfile=settings["key_file"])
+        return client
+
+
+@pytest.fixture
+def secure_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecureBroker]:
+    """A broker of this test's own, secured by `lanewatch site broker-config` for the example site."""
+    from lanewatch.brokerconfig import generate
+    from lanewatch.services import free_port
+    from lanewatch.site import load_site
+
+    try:
+        files = generate(load_site(EXAMPLE_SITE), tmp_path / "broker-config", port=free_port(), host="127.0.0.1")
+    except ServiceError as exc:
+        unavailable(str(exc))
+    for server in _serve(request, Mosquitto(tmp_path / "secure-mosquitto", secure=files.config)):
+        yield SecureBroker(server, files)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 import yaml
 
 from lanewatch import contract
-from lanewatch.services import Mosquitto
-from tests.conftest import wait_until
+from tests.conftest import SecureBroker, wait_until
 from tests.test_contract import schema_for
 
 SITE, DEVICE = "sanfang-qixiang", "cam-wenru-west"
@@ -25,19 +23,19 @@ LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
 
 
 class Listener:
-    """Everything the device publishes, as a control room would receive it."""
+    """Everything the device publishes, as the control room receives it (its own login, over TLS)."""
 
-    def __init__(self, broker: Mosquitto) -> None:
+    def __init__(self, broker: SecureBroker) -> None:
         self.counts: list[dict] = []
         self.heartbeats: list[dict] = []
         self.availability: list[str] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cr-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client = broker.client("control-room")
         filters = [contract.subscription(kind, site=SITE) for kind in ("count", "heartbeat", "availability")]
         self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect(broker.server.host, broker.server.port)
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -53,7 +51,7 @@ class Listener:
                 self.availability.append(payload["state"])
 
     def windows(self) -> list[dict]:
-        """Count windows once each, by (boot, seq), in send order."""
+        """Count windows once each, by (boot, seq), in arrival order."""
         with self._lock:
             return list({(m["boot_id"], m["seq"]): m for m in self.counts}.values())
 
@@ -63,20 +61,20 @@ class Listener:
 
 
 @pytest.fixture
-def listener(fresh_mosquitto: Mosquitto) -> Iterator[Listener]:
-    rx = Listener(fresh_mosquitto)
+def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
+    rx = Listener(secure_broker)
     yield rx
     rx.close()
 
 
-def write_config(tmp_path: Path, broker: Mosquitto, assets: Path, realtime: bool) -> Path:
+def write_config(tmp_path: Path, broker: SecureBroker, assets: Path, realtime: bool, source: str = "") -> Path:
     config = {
         "site": SITE, "device": DEVICE, "entrance": "wenru-west",
-        "source": str(assets / "videos" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"), "realtime": realtime,
+        "source": source or str(assets / "videos" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"), "realtime": realtime,
         "model": str(assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
         "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
         "window_s": 1.0, "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"),
-        "broker": {"host": broker.host, "port": broker.port},
+        "broker": {**broker.credentials(DEVICE), "keepalive_s": 5},
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -89,9 +87,9 @@ def run_agent(config: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_recording_becomes_count_windows_heartbeats_and_availability(
-    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    result = run_agent(write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False))
+    result = run_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=False))
     assert result.returncode == 0, result.stderr
     assert wait_until(lambda: len(listener.windows()) >= 8)
     windows = listener.windows()
@@ -107,9 +105,9 @@ def test_a_recording_becomes_count_windows_heartbeats_and_availability(
 
 
 def test_totals_continue_after_a_restart(
-    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=False)
     assert run_agent(config).returncode == 0
     assert run_agent(config).returncode == 0
     assert wait_until(lambda: len(listener.windows()) >= 16)
@@ -121,9 +119,9 @@ def test_totals_continue_after_a_restart(
 
 
 def test_kill_9_mid_stream_loses_no_window_and_totals_continue(
-    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
     agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: len(listener.windows()) >= 3, seconds=120)
@@ -164,24 +162,27 @@ def test_a_broken_device_config_is_reported_line_by_line(tmp_path: Path) -> None
 
 
 def test_a_notice_for_the_entrance_reaches_its_sign(
-    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
     from edge_agent.sign import SimulatedSign
     from tests.samples import samples
 
     sign = SimulatedSign()
-    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
     settings = yaml.safe_load(config.read_text())
     settings["sign"] = {"id": "sign-wenru-west", "port": sign.port, "template_zh": "{level_zh}：{text}"}
     config.write_text(yaml.safe_dump(settings, allow_unicode=True))
+    aggregator = secure_broker.client("aggregator")
+    aggregator.connect(secure_broker.server.host, secure_broker.server.port)
+    aggregator.loop_start()
     agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: "online" in listener.availability, seconds=60)
         notice = samples()["entrance_notice"]
         topic = contract.topic_for(notice, entrance="wenru-west")
         elsewhere = contract.topic_for(notice.model_copy(update={"zone": "yijin"}), entrance="yijin-west")
-        listener.client.publish(elsewhere, contract.encode(notice), qos=1)  # another entrance's: not ours
-        listener.client.publish(topic, contract.encode(notice), qos=1)
+        aggregator.publish(elsewhere, contract.encode(notice), qos=1).wait_for_publish(10)  # not this entrance's
+        aggregator.publish(topic, contract.encode(notice), qos=1).wait_for_publish(10)
         assert wait_until(lambda: sign.displayed is not None)
         assert sign.displayed == ("R", f"已满：{notice.text.zh}", notice.text.en)
         assert sign.received == 1
@@ -190,11 +191,13 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
         sign.close()
+        aggregator.disconnect()
+        aggregator.loop_stop()
     assert agent.returncode == 0
 
 
 def test_systemd_hears_ready_and_the_watchdog(
-    fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    secure_broker: SecureBroker, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import socket
 
@@ -204,7 +207,7 @@ def test_systemd_hears_ready_and_the_watchdog(
     server.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(address))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
-    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
     agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
     said: list[str] = []
     try:

@@ -6,18 +6,15 @@ and read through OpenCV's FFmpeg backend, as a camera on the lane would be.
 
 from __future__ import annotations
 
-import http.server
-import socketserver
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from edge_agent.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
+from tests.cameras import MjpegCamera
 from tests.conftest import wait_until
 
 
@@ -66,56 +63,6 @@ def test_a_gstreamer_pipeline_without_gstreamer_support_says_what_to_install() -
 
 
 # --- a live MJPEG stream on loopback -------------------------------------------------------------------
-
-
-class MjpegCamera:
-    """An HTTP MJPEG camera at 50 frames/s; each frame's grey level is its number (mod 256)."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.sent = 0
-        self._server: socketserver.ThreadingTCPServer | None = None
-        self._stop = threading.Event()
-
-    def start(self) -> MjpegCamera:
-        camera = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    while not camera._stop.is_set():
-                        _, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), camera.sent % 256, np.uint8))
-                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        self.wfile.write(head.encode() + jpeg.tobytes() + b"\r\n")
-                        camera.sent += 1
-                        time.sleep(0.02)
-                except OSError:
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._stop.clear()
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """The camera loses power: the server and every open connection go away."""
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
 
 @pytest.fixture
