@@ -50,7 +50,7 @@ class Agent:
             BrokerSettings(
                 host=broker.host, port=broker.port, keepalive=broker.keepalive_s, username=broker.username,
                 password=broker.password(), ca_file=_str(broker.ca_file), cert_file=_str(broker.cert_file),
-                key_file=_str(broker.key_file),
+                key_file=_str(broker.key_file), protocol=broker.protocol,
             ),
             config.site, config.device, self.boot_id,
         )  # fmt: skip

@@ -29,6 +29,7 @@ class BrokerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version; 3.1.1 for older brokers")
     username: Optional[str] = None
     password_file: Optional[Path] = Field(default=None, description="file holding the password")
     password_env: Optional[str] = Field(default=None, description="environment variable holding the password")

@@ -40,6 +40,8 @@ class BrokerSettings:
     max_in_flight: int = 100
     min_backoff: float = 1.0
     max_backoff: float = 60.0
+    protocol: str = "5"  # or "3.1.1" for an older broker
+    session_expiry_s: int = 86_400  # the broker keeps this device's notices while it is away
 
 
 class Publisher:
@@ -54,7 +56,13 @@ class Publisher:
         self._offline = contract.encode(
             contract.Availability(site=site, device=device, state="offline", boot_id=boot_id)
         )
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
+        self.v5 = settings.protocol == "5"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=device,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,  # 3.1.1: a persistent session
+        )
         self.client.will_set(self.availability_topic, self._offline, qos=contract.QOS, retain=True)
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
@@ -79,7 +87,13 @@ class Publisher:
     # --- public -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        if self.v5:  # a persistent session: subscriptions and queued notices survive a disconnect
+            session = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+            session.SessionExpiryInterval = self.settings.session_expiry_s
+            self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
+                                      clean_start=False, properties=session)  # fmt: skip
+        else:
+            self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
         self.client.loop_start()
         self._sender.start()
 

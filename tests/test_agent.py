@@ -35,7 +35,9 @@ class Listener:
         self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
-        self.client.connect(broker.server.host, broker.server.port)
+        session = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        session.SessionExpiryInterval = 3600  # the broker keeps what arrives while we reconnect
+        self.client.connect(broker.server.host, broker.server.port, clean_start=False, properties=session)
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:

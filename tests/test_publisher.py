@@ -81,11 +81,13 @@ def _append(box: Outbox, publisher: Publisher, seqs: range) -> None:
         publisher.notify()
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_the_outbox_reaches_the_broker_in_order_and_empties(
-    fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+    fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path, protocol: str
 ) -> None:
     box = Outbox(tmp_path / "outbox.db")
-    publisher = Publisher(box, BrokerSettings(port=fresh_mosquitto.port), SITE, DEVICE, uuid.uuid4().hex)
+    settings = BrokerSettings(port=fresh_mosquitto.port, protocol=protocol)
+    publisher = Publisher(box, settings, SITE, DEVICE, uuid.uuid4().hex)
     publisher.start()
     try:
         _append(box, publisher, range(200))

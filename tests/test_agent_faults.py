@@ -1,0 +1,137 @@
+"""The agent when things break for real: the broker gone for minutes, the network cut without a word."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cameras import MjpegCamera
+from tests.conftest import SecureBroker, wait_until
+from tests.test_agent import LANEWATCH, Listener, write_config
+
+OUTAGE_S = 180  # "several minutes"
+
+
+class FreezableProxy:
+    """A TCP relay the test controls: ``freeze()`` stops every byte but keeps the connections open,
+    as a cut cable or a dead router does (no FIN, no RST)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.flowing.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def camera() -> Iterator[MjpegCamera]:
+    cam = MjpegCamera(fps=10).start()
+    yield cam
+    cam.stop()
+
+
+@pytest.fixture
+def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
+    rx = Listener(secure_broker)
+    yield rx
+    rx.close()
+
+
+def _start_agent(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+
+
+def test_broker_gone_for_minutes_every_window_arrives_once(
+    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+) -> None:
+    """One window a second keeps being counted while the broker is down; after it returns every
+    window arrives, once by (device, boot, seq), the backlog in order."""
+    agent = _start_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url))
+    try:
+        assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
+        secure_broker.server.stop()
+        outage_started = time.monotonic()
+        while time.monotonic() - outage_started < OUTAGE_S:
+            assert agent.poll() is None, "the agent must keep running while the broker is away"
+            time.sleep(1)
+        secure_broker.server.start()
+        made_offline = OUTAGE_S - 5  # windows the agent closed while the broker was gone, at least
+        assert wait_until(lambda: len(listener.windows()) >= 5 + made_offline, seconds=180)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=90)
+    assert wait_until(lambda: listener.windows() and _complete(listener.windows()), seconds=60)
+    windows = listener.windows()
+    assert len({w["boot_id"] for w in windows}) == 1
+    seqs = [w["seq"] for w in windows]
+    assert sorted(seqs) == list(range(len(seqs)))  # none lost, none twice
+    assert len(seqs) >= 5 + OUTAGE_S - 5
+    # arrival order: the backlog (sent oldest first) interleaved with live windows, each in order
+    runs: list[int] = []
+    for seq in seqs:
+        pile = next((i for i, top in enumerate(runs) if top < seq), None)
+        runs.append(seq) if pile is None else runs.__setitem__(pile, seq)
+    assert len(runs) <= 3  # before the outage, its backlog, and live windows after it
+
+
+def _complete(windows: list[dict]) -> bool:
+    seqs = sorted(w["seq"] for w in windows)
+    return seqs == list(range(len(seqs)))
+
+
+def test_the_last_will_marks_a_silent_device_offline(
+    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+) -> None:
+    """The network to the device is cut without a word: the broker notices the keepalive lapse and
+    publishes the device's Last Will. Mosquitto 2.0 allows 1.5 keepalive intervals and checks its
+    clients every few seconds, so the bound here is 1.5 x 5 s plus 5 s."""
+    proxy = FreezableProxy(secure_broker.server.port)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url)
+    config.write_text(config.read_text().replace(f"port: {secure_broker.server.port}", f"port: {proxy.port}"))
+    agent = _start_agent(config)
+    try:
+        assert wait_until(lambda: listener.availability[-1:] == ["online"], seconds=60)
+        proxy.freeze()
+        cut = time.monotonic()
+        assert wait_until(lambda: listener.availability[-1:] == ["offline"], seconds=1.5 * 5 + 5), (
+            listener.availability,
+            secure_broker.server.log_tail(15),
+        )
+        print(f"offline {time.monotonic() - cut:.1f} s after the cut (keepalive 5 s)")
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        proxy.close()
