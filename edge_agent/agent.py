@@ -16,20 +16,23 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Literal, Optional
 
 from edge_agent import systemd
 from edge_agent.config import AgentConfig
 from edge_agent.counting import CountingLine, RegionOfInterest
 from edge_agent.detector import Detector
 from edge_agent.outbox import Outbox
-from edge_agent.pipeline import FrameCounts, Pipeline
+from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.serial_counter import SerialCounter
 from edge_agent.sign import SignDriver
 from edge_agent.sources import FrameSource, LiveSource, open_source
 from lanewatch import __version__, contract
 
 log = logging.getLogger(__name__)
+
+SERIAL = "serial:"  # source: serial:/dev/ttyUSB0 is a people counter on that port
 
 
 class Agent:
@@ -54,15 +57,21 @@ class Agent:
             ),
             config.site, config.device, self.boot_id,
         )  # fmt: skip
-        self.detector = Detector(str(config.model), num_threads=config.threads, model_format=config.model_format)
+        self.detector = (
+            Detector(str(config.model), num_threads=config.threads, model_format=config.model_format)
+            if config.model is not None
+            else None
+        )
         self.sign = SignDriver(config.sign) if config.sign else None
         if self.sign is not None:
             topic = contract.KINDS["entrance_notice"].template.format(site=config.site, entrance=config.entrance)
             self.publisher.subscribe(topic, self.sign.notice)
         self.source: Optional[FrameSource] = None
         self.pipeline: Optional[Pipeline] = None
+        self.counter: Optional[SerialCounter] = None
         self.frames_seen = 0
         self.last_progress = time.monotonic()
+        self.wall_origin = datetime.now(timezone.utc)  # window 0 starts here (device time, UTC)
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -74,9 +83,12 @@ class Agent:
         for target in (self._heartbeats, self._watchdog):
             threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True).start()
         try:
-            with open_source(self.config.source, realtime=self.config.realtime) as source:
-                self.source = source
-                self._count(source)
+            if self.config.source.startswith(SERIAL):
+                self._count_serial(self.config.source[len(SERIAL) :])
+            else:
+                with open_source(self.config.source, realtime=self.config.realtime) as source:
+                    self.source = source
+                    self._count(source)
         finally:
             self._stop.set()
             deadline = time.monotonic() + drain_timeout
@@ -102,37 +114,47 @@ class Agent:
             for spec in self.config.lines
         ]  # fmt: skip
         roi = RegionOfInterest([(x * width, y * height) for x, y in self.config.roi]) if self.config.roi else None
+        assert self.detector is not None  # the configuration requires a model for a camera
         self.pipeline = Pipeline(self.detector, lines, roi=roi, anchor=self.config.anchor)
         systemd.notify(f"READY=1\nSTATUS=counting {len(lines)} line(s) at {width}x{height}")
         live = isinstance(source, LiveSource)
         fps = source.fps or 25.0
         # Window clock: capture time for cameras; media time for recordings, so a replay as fast as
         # possible still makes windows of the recording's seconds, stamped as if it were live.
-        wall_origin, clock_origin = datetime.now(timezone.utc), time.monotonic()
-        window_s = self.config.window_s
-        window_index, window = 0, {line.name: {"in": 0, "out": 0} for line in lines}
-        last = FrameCounts([], 0)
-        frames_in_window = 0
+        windows = _Windows([line.name for line in lines], self.config.window_s, self._commit)
+        started, self.wall_origin = time.monotonic(), datetime.now(timezone.utc)
         for index, counts in self.pipeline.run(itertools.chain([first], frames)):
-            clock = time.monotonic() - clock_origin if live else index / fps
-            while clock >= (window_index + 1) * window_s:  # close every window this frame has passed
-                if frames_in_window:
-                    self._commit(window_index, window, last.in_view, wall_origin)
-                window_index += 1
-                window = {name: {"in": 0, "out": 0} for name in window}
-                frames_in_window = 0
-            for crossing in counts.crossings:
-                window[crossing.line][crossing.direction] += 1
-            last, frames_in_window = counts, frames_in_window + 1
+            clock = time.monotonic() - started if live else index / fps
+            windows.observe(clock, [(c.line, c.direction) for c in counts.crossings], counts.in_view)
             self.frames_seen += 1
             self.last_progress = time.monotonic()
             if self._stop.is_set():
                 break
-        if frames_in_window:  # the last, partial window: counted people are never thrown away
-            self._commit(window_index, window, last.in_view, wall_origin)
+        windows.flush()  # the last, partial window: counted people are never thrown away
 
-    def _commit(self, index: int, window: dict[str, dict[str, int]], in_view: int, origin: datetime) -> None:
-        start = origin + timedelta(seconds=index * self.config.window_s)
+    def _count_serial(self, port: str) -> None:
+        """A UART people counter instead of a camera: its reports feed the first counting line."""
+        counter = SerialCounter(port)
+        self.counter = counter
+        line = self.config.lines[0].name
+        windows = _Windows([line], self.config.window_s, self._commit)
+        systemd.notify(f"READY=1\nSTATUS=counting line {line} from the counter on {port}")
+        started, self.wall_origin = time.monotonic(), datetime.now(timezone.utc)
+        try:
+            for report in counter.reports():
+                if self._stop.is_set():
+                    break
+                if report is None:
+                    continue
+                crossings = [(line, "in")] * report.entered + [(line, "out")] * report.left
+                windows.observe(report.time - started, crossings, 0)
+                self.last_progress = time.monotonic()
+        finally:
+            windows.flush()
+            counter.close()
+
+    def _commit(self, index: int, window: dict[str, dict[str, int]], in_view: int) -> None:
+        start = self.wall_origin + timedelta(seconds=index * self.config.window_s)
         end = start + timedelta(seconds=self.config.window_s)
         messages, state = [], {}
         for name, counts in window.items():
@@ -142,7 +164,7 @@ class Agent:
             message = contract.CountWindow(
                 site=self.config.site, device=self.config.device, line=name, boot_id=self.boot_id, seq=self.seq,
                 window_start=start, window_end=end, in_=counts["in"], out=counts["out"], total_in=totals["in"],
-                total_out=totals["out"], in_view=in_view, model=self.detector.name[:64], agent_version=__version__,
+                total_out=totals["out"], in_view=in_view, model=self._model_name(), agent_version=__version__,
             )  # fmt: skip
             self.seq += 1
             messages.append((contract.topic_for(message), contract.encode(message)))
@@ -152,6 +174,14 @@ class Agent:
 
     # --- health -------------------------------------------------------------------------------------------
 
+    def _model_name(self) -> str:
+        return self.detector.name[:64] if self.detector is not None else "serial-counter"
+
+    def _source_state(self) -> Literal["ok", "reconnecting", "failed", "none"]:
+        """The counting source's state for the heartbeat: the camera's, or the serial counter's."""
+        source = self.counter or self.source
+        return source.state if source is not None else "reconnecting"
+
     def _watchdog(self) -> None:
         """Tell systemd we are alive while frames are being counted, or while the camera is known to be
         reconnecting; a pipeline stuck with a working camera stops the pings and gets restarted."""
@@ -159,7 +189,7 @@ class Agent:
         if period is None:
             return
         while not self._stop.wait(period):
-            camera_down = self.source is not None and self.source.state != "ok"
+            camera_down = self._source_state() != "ok"
             if camera_down or time.monotonic() - self.last_progress < 2 * period:
                 systemd.notify("WATCHDOG=1")
 
@@ -177,7 +207,7 @@ class Agent:
                 inference_ms=(1000 * (invoke - last_invoke) / done) if done else None,
                 dropped_frames=self.source.dropped if self.source else 0, cpu_temp_c=_cpu_temperature(),
                 load1=os.getloadavg()[0], outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped(),
-                camera=(self.source.state if self.source else "reconnecting"),
+                camera=self._source_state(),
                 sign=self.sign.link.state if self.sign else "none",
                 clock_synced=_clock_synced(),
             )  # fmt: skip
@@ -203,3 +233,29 @@ def _clock_synced() -> Optional[bool]:
     if Path("/run/systemd/timesync").is_dir():
         return Path("/run/systemd/timesync/synchronized").exists()
     return None
+
+
+class _Windows:
+    """Crossings gathered into fixed windows of a clock (seconds from the start); a window in which
+    nothing was observed is not committed at all."""
+
+    def __init__(self, lines: list[str], window_s: float, commit: Callable[[int, dict, int], None]) -> None:
+        self.lines, self.window_s, self.commit = lines, window_s, commit
+        self.index, self.observed, self.in_view = 0, False, 0
+        self.counts = self._empty()
+
+    def _empty(self) -> dict[str, dict[str, int]]:
+        return {name: {"in": 0, "out": 0} for name in self.lines}
+
+    def observe(self, clock: float, crossings: list[tuple[str, str]], in_view: int) -> None:
+        while clock >= (self.index + 1) * self.window_s:  # close every window this observation has passed
+            self.flush()
+            self.index += 1
+        for line, direction in crossings:
+            self.counts[line][direction] += 1
+        self.observed, self.in_view = True, in_view
+
+    def flush(self) -> None:
+        if self.observed:
+            self.commit(self.index, self.counts, self.in_view)
+        self.counts, self.observed = self._empty(), False

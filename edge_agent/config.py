@@ -74,7 +74,7 @@ class AgentConfig(_Section):
     entrance: Id = Field(description="the entrance this device counts; its notices go to the sign")
     source: str = Field(description="camera:N, picamera2, rtsp://..., http(s)://..., gst:..., a video file or folder")
     realtime: bool = Field(default=True, description="replay files at their own frame rate")
-    model: Path
+    model: Optional[Path] = Field(default=None, description="TFLite model; required unless the source is serial:")
     model_format: Optional[Literal["ssd", "yolov8", "yolov5"]] = None
     threads: int = Field(default=2, ge=1, le=16)
     anchor: Literal["foot", "center"] = "foot"
@@ -88,10 +88,12 @@ class AgentConfig(_Section):
     sign: Optional[SignConfig] = None
 
     @model_validator(mode="after")
-    def _distinct_lines(self) -> AgentConfig:
+    def _consistent(self) -> AgentConfig:
         names = [line.name for line in self.lines]
         if len(set(names)) != len(names):
             raise ValueError(f"counting line names must be distinct, got {names}")
+        if self.model is None and not self.source.startswith("serial:"):
+            raise ValueError("model is required for a camera or video source (only serial: counters need none)")
         return self
 
 
@@ -111,9 +113,10 @@ def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig
         raise ValueError(f"no device {device_id!r} in site {site.site.id!r}; its devices are: {', '.join(devices)}")
     device = devices[device_id]
     signs = [s for s in site.signs if s.device == device_id]
+    camera = device.source == "camera"
     defaults: dict[str, object] = {
-        "source": "picamera2" if device.source == "camera" else "camera:0",
-        "model": "/opt/lanewatch/models/ssd_mobilenet_v1_coco_quant/detect.tflite",
+        "source": "picamera2" if camera else "serial:/dev/ttyAMA0",  # the Pi's own UART for a counter
+        **({"model": "/opt/lanewatch/models/ssd_mobilenet_v1_coco_quant/detect.tflite"} if camera else {}),
         "state_dir": "/var/lib/lanewatch",
     }
     sign = {"id": signs[0].id, "port": "/dev/ttyUSB0"} if signs else None

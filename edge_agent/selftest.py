@@ -32,9 +32,12 @@ class Check:
 
 
 def run_checks(config: AgentConfig, timeout: float = 10.0) -> Iterator[Check]:
-    camera, frame = first_frame(config, timeout)
-    yield camera
-    yield _model(config, frame)
+    if config.source.startswith("serial:"):
+        yield _counter(config.source[len("serial:") :], timeout)
+    else:
+        camera, frame = first_frame(config, timeout)
+        yield camera
+        yield _model(config, frame)
     yield _storage(config)
     yield _broker(config, timeout)
     yield _clock()
@@ -66,6 +69,28 @@ def first_frame(config: AgentConfig, timeout: float) -> tuple[Check, Optional[np
         return Check("camera", "fail", f"no frame from {config.source} within {timeout:.0f} s", hint), None
     height, width = frames[0].shape[:2]
     return Check("camera", "pass", f"{width}x{height} frame from {config.source}"), frames[0]
+
+
+def _counter(port: str, timeout: float) -> Check:
+    import serial
+
+    from edge_agent.serial_counter import SerialCounter
+
+    hint = "check the counter's cable, power and baud rate (docs/counter-protocol.md)"
+    try:
+        counter = SerialCounter(port)
+    except serial.SerialException as exc:
+        return Check("counter", "fail", str(exc), hint)
+    deadline = time.monotonic() + timeout
+    try:
+        for report in counter.reports():
+            if report is not None:
+                return Check("counter", "pass", f"reports arriving on {port}")
+            if time.monotonic() > deadline:
+                break
+    finally:
+        counter.close()
+    return Check("counter", "fail", f"no valid report on {port} within {timeout:.0f} s", hint)
 
 
 def _model(config: AgentConfig, frame: Optional[np.ndarray]) -> Check:

@@ -1,0 +1,90 @@
+"""A UART people counter as the counting source: through a pseudo-terminal, as from a real port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from edge_agent.serial_counter import SerialCounter
+from edge_agent.sign import encode
+from tests.conftest import REPO, SecureBroker, wait_until
+from tests.test_agent import LANEWATCH, SITE, Listener
+
+
+class FakeCounter:
+    """The counter's side of a pty pair: writes $CNT lines as a real counter would."""
+
+    def __init__(self) -> None:
+        self.master, self._slave = os.openpty()
+        self.port = os.ttyname(self._slave)
+
+    def send(self, total_in: int, total_out: int, corrupt: bool = False) -> None:
+        line = encode("CNT", str(total_in), str(total_out))
+        os.write(self.master, line.replace(b"CNT", b"CNX") if corrupt else line)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self._slave)
+
+
+def test_reports_become_crossings_and_restarts_and_noise_are_handled() -> None:
+    fake = FakeCounter()
+    counter = SerialCounter(fake.port)
+    reports = counter.reports()
+    try:
+        fake.send(100, 90)  # baseline
+        assert next(r for r in reports if r is not None).entered == 0
+        fake.send(103, 91)
+        report = next(r for r in reports if r is not None)
+        assert (report.entered, report.left) == (3, 1)
+        fake.send(999, 999, corrupt=True)  # damaged on the line: skipped
+        fake.send(2, 0)  # the counter restarted
+        report = next(r for r in reports if r is not None)
+        assert (report.entered, report.left) == (2, 0)
+        assert counter.bad_lines == 1
+        assert counter.state == "ok"
+    finally:
+        counter.close()
+        fake.close()
+
+
+def test_the_agent_publishes_a_counters_windows(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    listener = Listener(secure_broker)
+    fake = FakeCounter()
+    device = "radar-huang-west"
+    config = {
+        "site": SITE, "device": device, "entrance": "huang-west", "source": f"serial:{fake.port}",
+        "lines": [{"name": "mouth", "start": [0.5, 0.0], "end": [0.5, 1.0]}], "window_s": 0.5,
+        "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"), "broker": secure_broker.credentials(device),
+    }  # fmt: skip
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(config))
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(path)], stderr=subprocess.DEVNULL)
+    try:
+        totals = (500, 480)
+
+        def counter_heard() -> bool:  # the baseline, repeated until the agent reports the counter ok
+            fake.send(*totals)
+            return any(h["camera"] == "ok" for h in listener.heartbeats)
+
+        assert wait_until(counter_heard, seconds=60)
+        for step in range(1, 11):  # a person in every 0.1 s, one out every 0.2 s
+            time.sleep(0.1)
+            fake.send(totals[0] + step, totals[1] + step // 2)
+        time.sleep(0.3)
+        fake.send(totals[0] + 10, totals[1] + 5)
+        assert wait_until(lambda: sum(w["in"] for w in listener.windows()) == 10)
+        assert wait_until(lambda: sum(w["out"] for w in listener.windows()) == 5)
+        assert {w["model"] for w in listener.windows()} == {"serial-counter"}
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        fake.close()
+        listener.close()
+    assert agent.returncode == 0
+    assert (REPO / "docs" / "counter-protocol.md").is_file()
