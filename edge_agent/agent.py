@@ -42,10 +42,9 @@ class Agent:
         self.started = time.monotonic()
         self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_messages, config.outbox.max_age_h * 3600)
         state = self.outbox.state()
-        self.totals = {
-            line.name: {d: int(state.get(f"total.{line.name}.{d}", "0")) for d in ("in", "out")}
-            for line in config.lines
-        }
+        names = [line.name for line in config.lines] + ([config.counter.line] if config.counter else [])
+        self.totals = {name: {d: int(state.get(f"total.{name}.{d}", "0")) for d in ("in", "out")} for name in names}
+        self._commit_lock = threading.Lock()  # the camera and a cross-check counter commit from two threads
         self.seq = 0
         broker = config.broker
         self.publisher = Publisher(
@@ -71,7 +70,8 @@ class Agent:
         self.counter: Optional[SerialCounter] = None
         self.frames_seen = 0
         self.last_progress = time.monotonic()
-        self.wall_origin = datetime.now(timezone.utc)  # window 0 starts here (device time, UTC)
+        self.wall_origin = datetime.now(timezone.utc)  # window 0 starts here (device time, UTC), set by run()
+        self.clock_start = time.monotonic()
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -82,15 +82,24 @@ class Agent:
         self.publisher.start()
         for target in (self._heartbeats, self._watchdog):
             threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True).start()
+        self.wall_origin, self.clock_start = datetime.now(timezone.utc), time.monotonic()
+        helper: Optional[threading.Thread] = None
         try:
             if self.config.source.startswith(SERIAL):
-                self._count_serial(self.config.source[len(SERIAL) :])
+                self._count_serial(self.config.source[len(SERIAL) :], self.config.lines[0].name, primary=True)
             else:
+                if self.config.counter is not None:
+                    check = self.config.counter
+                    beside = (check.port, check.line, False, check.baudrate)
+                    helper = threading.Thread(target=self._count_serial, args=beside, name="counter", daemon=True)
+                    helper.start()
                 with open_source(self.config.source, realtime=self.config.realtime) as source:
                     self.source = source
                     self._count(source)
         finally:
             self._stop.set()
+            if helper is not None:
+                helper.join(timeout=5)  # its last window is committed before the outbox closes
             deadline = time.monotonic() + drain_timeout
             while self.outbox.depth() and self.publisher.connected and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -122,9 +131,8 @@ class Agent:
         # Window clock: capture time for cameras; media time for recordings, so a replay as fast as
         # possible still makes windows of the recording's seconds, stamped as if it were live.
         windows = _Windows([line.name for line in lines], self.config.window_s, self._commit)
-        started, self.wall_origin = time.monotonic(), datetime.now(timezone.utc)
         for index, counts in self.pipeline.run(itertools.chain([first], frames)):
-            clock = time.monotonic() - started if live else index / fps
+            clock = time.monotonic() - self.clock_start if live else index / fps
             windows.observe(clock, [(c.line, c.direction) for c in counts.crossings], counts.in_view)
             self.frames_seen += 1
             self.last_progress = time.monotonic()
@@ -132,14 +140,14 @@ class Agent:
                 break
         windows.flush()  # the last, partial window: counted people are never thrown away
 
-    def _count_serial(self, port: str) -> None:
-        """A UART people counter instead of a camera: its reports feed the first counting line."""
-        counter = SerialCounter(port)
-        self.counter = counter
-        line = self.config.lines[0].name
+    def _count_serial(self, port: str, line: str, primary: bool = False, baudrate: int = 9600) -> None:
+        """A UART people counter: the device's counting source (``primary``), or a cross-check beside
+        the camera published under a line of its own."""
+        counter = SerialCounter(port, baudrate)
         windows = _Windows([line], self.config.window_s, self._commit)
-        systemd.notify(f"READY=1\nSTATUS=counting line {line} from the counter on {port}")
-        started, self.wall_origin = time.monotonic(), datetime.now(timezone.utc)
+        if primary:
+            self.counter = counter
+            systemd.notify(f"READY=1\nSTATUS=counting line {line} from the counter on {port}")
         try:
             for report in counter.reports():
                 if self._stop.is_set():
@@ -147,13 +155,17 @@ class Agent:
                 if report is None:
                     continue
                 crossings = [(line, "in")] * report.entered + [(line, "out")] * report.left
-                windows.observe(report.time - started, crossings, 0)
+                windows.observe(report.time - self.clock_start, crossings, 0)
                 self.last_progress = time.monotonic()
         finally:
             windows.flush()
             counter.close()
 
     def _commit(self, index: int, window: dict[str, dict[str, int]], in_view: int) -> None:
+        with self._commit_lock:
+            self._commit_locked(index, window, in_view)
+
+    def _commit_locked(self, index: int, window: dict[str, dict[str, int]], in_view: int) -> None:
         start = self.wall_origin + timedelta(seconds=index * self.config.window_s)
         end = start + timedelta(seconds=self.config.window_s)
         messages, state = [], {}

@@ -68,6 +68,14 @@ class SignConfig(_Section):
     template_en: str = Field(default="{text}")
 
 
+class CounterConfig(_Section):
+    """A UART people counter beside the camera, published as a line of its own (a cross-check)."""
+
+    port: str = Field(description="serial port of the counter, e.g. /dev/ttyAMA0")
+    baudrate: int = 9600
+    line: Id = Field(description="the name its counts are published under, e.g. gate-radar")
+
+
 class AgentConfig(_Section):
     site: Id
     device: Id
@@ -86,6 +94,7 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = OutboxConfig()
     broker: BrokerConfig = BrokerConfig()
     sign: Optional[SignConfig] = None
+    counter: Optional[CounterConfig] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -94,6 +103,11 @@ class AgentConfig(_Section):
             raise ValueError(f"counting line names must be distinct, got {names}")
         if self.model is None and not self.source.startswith("serial:"):
             raise ValueError("model is required for a camera or video source (only serial: counters need none)")
+        if self.counter is not None:
+            if self.source.startswith("serial:"):
+                raise ValueError("counter: a cross-check counter goes beside a camera; this source is already one")
+            if self.counter.line in names:
+                raise ValueError(f"counter.line {self.counter.line!r} is also a camera line; give it its own name")
         return self
 
 

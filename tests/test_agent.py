@@ -189,6 +189,10 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
         assert sign.displayed == ("R", f"已满：{notice.text.zh}", notice.text.en)
         assert sign.received == 1
         assert wait_until(lambda: any(h["sign"] == "ok" for h in listener.heartbeats))
+        sign.silent = True  # the sign loses power: the next notice is retried, then reported failed
+        second = notice.model_copy(update={"id": "f" * 32})
+        aggregator.publish(topic, contract.encode(second), qos=1).wait_for_publish(10)
+        assert wait_until(lambda: listener.heartbeats[-1]["sign"] == "failed", seconds=30)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)

@@ -88,3 +88,33 @@ def test_the_agent_publishes_a_counters_windows(secure_broker: SecureBroker, tmp
         listener.close()
     assert agent.returncode == 0
     assert (REPO / "docs" / "counter-protocol.md").is_file()
+
+
+def test_a_counter_beside_the_camera_is_published_as_its_own_line(
+    secure_broker: SecureBroker, shared_assets: Path, tmp_path: Path
+) -> None:
+    from tests.test_agent import write_config
+
+    listener = Listener(secure_broker)
+    fake = FakeCounter()
+    path = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    config = yaml.safe_load(path.read_text())
+    config["counter"] = {"port": fake.port, "line": "gate-radar"}
+    path.write_text(yaml.safe_dump(config))
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(path)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: "online" in listener.availability, seconds=60)
+        for total in (10, 10, 11, 12, 12):
+            fake.send(total, 0)
+            time.sleep(0.3)
+        assert wait_until(lambda: {"gate", "gate-radar"} <= {w["line"] for w in listener.windows()})
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        fake.close()
+        listener.close()
+    assert agent.returncode == 0
+    windows = listener.windows()
+    assert sorted(w["seq"] for w in windows) == list(range(len(windows)))  # one sequence for both lines
+    radar = [w for w in windows if w["line"] == "gate-radar"]
+    assert 1 <= radar[-1]["total_in"] == sum(w["in"] for w in radar) <= 2  # 10 -> 12, baseline permitting
