@@ -6,7 +6,9 @@ Without them a test skips with the reason, except under CI=true, where a missing
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pytest
 
+from lanewatch import contract
 from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 
 if TYPE_CHECKING:
@@ -179,3 +182,55 @@ def secure_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Se
         unavailable(str(exc))
     for server in _serve(request, Mosquitto(tmp_path / "secure-mosquitto", secure=files.config)):
         yield SecureBroker(server, files)
+
+
+class Listener:
+    """Everything the device publishes, as the control room receives it (its own login, over TLS)."""
+
+    def __init__(self, broker: SecureBroker) -> None:
+        self.counts: list[dict] = []
+        self.heartbeats: list[dict] = []
+        self.availability: list[str] = []
+        self._lock = threading.Lock()
+        self.client = broker.client("control-room")
+        filters = [
+            contract.subscription(kind, site="sanfang-qixiang") for kind in ("count", "heartbeat", "availability")
+        ]
+        self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = 3600  # the broker keeps what arrives while we reconnect
+        self.client.connect(broker.server.host, broker.server.port, clean_start=False, properties=session)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        kind = contract.parse_topic(msg.topic).kind
+        contract.decode(kind, msg.payload)  # every payload passes the contract
+        payload = json.loads(msg.payload)
+        with self._lock:
+            if kind == "count":
+                self.counts.append(payload)
+            elif kind == "heartbeat":
+                self.heartbeats.append(payload)
+            else:
+                self.availability.append(payload["state"])
+
+    def windows(self) -> list[dict]:
+        """Count windows once each, by (boot, seq), in arrival order."""
+        with self._lock:
+            return list({(m["boot_id"], m["seq"]): m for m in self.counts}.values())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
+    rx = Listener(secure_broker)
+    yield rx
+    rx.close()

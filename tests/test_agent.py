@@ -2,71 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
 from lanewatch import contract
-from tests.conftest import SecureBroker, wait_until
+from tests.conftest import Listener, SecureBroker, wait_until
 from tests.test_contract import schema_for
 
 SITE, DEVICE = "sanfang-qixiang", "cam-wenru-west"
 LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
-
-
-class Listener:
-    """Everything the device publishes, as the control room receives it (its own login, over TLS)."""
-
-    def __init__(self, broker: SecureBroker) -> None:
-        self.counts: list[dict] = []
-        self.heartbeats: list[dict] = []
-        self.availability: list[str] = []
-        self._lock = threading.Lock()
-        self.client = broker.client("control-room")
-        filters = [contract.subscription(kind, site=SITE) for kind in ("count", "heartbeat", "availability")]
-        self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(1, 2)
-        session = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600  # the broker keeps what arrives while we reconnect
-        self.client.connect(broker.server.host, broker.server.port, clean_start=False, properties=session)
-        self.client.loop_start()
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        kind = contract.parse_topic(msg.topic).kind
-        contract.decode(kind, msg.payload)  # every payload passes the contract
-        payload = json.loads(msg.payload)
-        with self._lock:
-            if kind == "count":
-                self.counts.append(payload)
-            elif kind == "heartbeat":
-                self.heartbeats.append(payload)
-            else:
-                self.availability.append(payload["state"])
-
-    def windows(self) -> list[dict]:
-        """Count windows once each, by (boot, seq), in arrival order."""
-        with self._lock:
-            return list({(m["boot_id"], m["seq"]): m for m in self.counts}.values())
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
-    rx = Listener(secure_broker)
-    yield rx
-    rx.close()
 
 
 def write_config(tmp_path: Path, broker: SecureBroker, assets: Path, realtime: bool, source: str = "") -> Path:
@@ -81,6 +30,11 @@ def write_config(tmp_path: Path, broker: SecureBroker, assets: Path, realtime: b
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def start_agent(config: Path) -> subprocess.Popen:
+    """``lanewatch agent run`` in the background, as systemd would start it."""
+    return subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
 
 
 def run_agent(config: Path) -> subprocess.CompletedProcess:
@@ -124,7 +78,7 @@ def test_kill_9_mid_stream_loses_no_window_and_totals_continue(
     secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
-    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    agent = start_agent(config)
     try:
         assert wait_until(lambda: len(listener.windows()) >= 3, seconds=120)
     finally:
@@ -177,7 +131,7 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
     aggregator = secure_broker.client("aggregator")
     aggregator.connect(secure_broker.server.host, secure_broker.server.port)
     aggregator.loop_start()
-    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    agent = start_agent(config)
     try:
         assert wait_until(lambda: "online" in listener.availability, seconds=60)
         notice = samples()["entrance_notice"]
@@ -214,7 +168,7 @@ def test_systemd_hears_ready_and_the_watchdog(
     monkeypatch.setenv("NOTIFY_SOCKET", str(address))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
     config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
-    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    agent = start_agent(config)
     said: list[str] = []
     try:
         while agent.poll() is None and not ({"READY=1", "WATCHDOG=1"} <= {s.split("\n")[0] for s in said}):

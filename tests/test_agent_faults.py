@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.cameras import MjpegCamera
-from tests.conftest import SecureBroker, wait_until
-from tests.test_agent import LANEWATCH, Listener, write_config
+from tests.conftest import Listener, SecureBroker, wait_until
+from tests.test_agent import start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
 
@@ -63,23 +62,12 @@ def camera() -> Iterator[MjpegCamera]:
     cam.stop()
 
 
-@pytest.fixture
-def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
-    rx = Listener(secure_broker)
-    yield rx
-    rx.close()
-
-
-def _start_agent(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
-
-
 def test_broker_gone_for_minutes_every_window_arrives_once(
     secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
 ) -> None:
     """One window a second keeps being counted while the broker is down; after it returns every
     window arrives, once by (device, boot, seq), the backlog in order."""
-    agent = _start_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url))
+    agent = start_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url))
     try:
         assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
         secure_broker.server.stop()
@@ -121,7 +109,7 @@ def test_the_last_will_marks_a_silent_device_offline(
     proxy = FreezableProxy(secure_broker.server.port)
     config = write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url)
     config.write_text(config.read_text().replace(f"port: {secure_broker.server.port}", f"port: {proxy.port}"))
-    agent = _start_agent(config)
+    agent = start_agent(config)
     try:
         assert wait_until(lambda: listener.availability[-1:] == ["online"], seconds=60)
         proxy.freeze()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge_agent.serial_counter import SerialCounter
 from edge_agent.sign import encode
-from tests.conftest import REPO, SecureBroker, wait_until
-from tests.test_agent import LANEWATCH, SITE, Listener
+from tests.conftest import REPO, Listener, SecureBroker, wait_until
+from tests.test_agent import SITE, start_agent, write_config
 
 
 class FakeCounter:
@@ -53,9 +54,16 @@ def test_reports_become_crossings_and_restarts_and_noise_are_handled() -> None:
         fake.close()
 
 
-def test_the_agent_publishes_a_counters_windows(secure_broker: SecureBroker, tmp_path: Path) -> None:
-    listener = Listener(secure_broker)
-    fake = FakeCounter()
+@pytest.fixture
+def fake() -> Iterator[FakeCounter]:
+    counter = FakeCounter()
+    yield counter
+    counter.close()
+
+
+def test_the_agent_publishes_a_counters_windows(
+    secure_broker: SecureBroker, listener: Listener, fake: FakeCounter, tmp_path: Path
+) -> None:
     device = "radar-huang-west"
     config = {
         "site": SITE, "device": device, "entrance": "huang-west", "source": f"serial:{fake.port}",
@@ -64,7 +72,7 @@ def test_the_agent_publishes_a_counters_windows(secure_broker: SecureBroker, tmp
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config))
-    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(path)], stderr=subprocess.DEVNULL)
+    agent = start_agent(path)
     try:
         totals = (500, 480)
 
@@ -84,24 +92,18 @@ def test_the_agent_publishes_a_counters_windows(secure_broker: SecureBroker, tmp
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
-        fake.close()
-        listener.close()
     assert agent.returncode == 0
     assert (REPO / "docs" / "counter-protocol.md").is_file()
 
 
 def test_a_counter_beside_the_camera_is_published_as_its_own_line(
-    secure_broker: SecureBroker, shared_assets: Path, tmp_path: Path
+    secure_broker: SecureBroker, listener: Listener, fake: FakeCounter, shared_assets: Path, tmp_path: Path
 ) -> None:
-    from tests.test_agent import write_config
-
-    listener = Listener(secure_broker)
-    fake = FakeCounter()
     path = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
     config = yaml.safe_load(path.read_text())
     config["counter"] = {"port": fake.port, "line": "gate-radar"}
     path.write_text(yaml.safe_dump(config))
-    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(path)], stderr=subprocess.DEVNULL)
+    agent = start_agent(path)
     try:
         assert wait_until(lambda: "online" in listener.availability, seconds=60)
         for total in (10, 10, 11, 12, 12):
@@ -111,8 +113,6 @@ def test_a_counter_beside_the_camera_is_published_as_its_own_line(
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
-        fake.close()
-        listener.close()
     assert agent.returncode == 0
     windows = listener.windows()
     assert sorted(w["seq"] for w in windows) == list(range(len(windows)))  # one sequence for both lines
