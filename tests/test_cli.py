@@ -85,3 +85,10 @@ def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path, 
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_command_starts_without_the_heavy_libraries() -> None:
+    """`lanewatch site validate` must work on a machine with only the base install, and start fast."""
+    probe = "import sys, lanewatch.cli; print(sorted({'cv2', 'numpy', 'paho', 'pydantic'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
