@@ -100,7 +100,9 @@ def test_kill_9_mid_stream_loses_nothing_committed_and_totals_agree(tmp_path: Pa
                 break
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-        assert reported[0] == last_reported + 1  # it resumed where the stored state said
+        # it resumed after the last committed window (the writer may commit a few more than we read
+        # before the kill lands; the contiguity check below shows none was skipped)
+        assert reported[0] > last_reported
         last_reported = reported[-1]
 
     box = Outbox(database)
