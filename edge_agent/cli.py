@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 import click
 
 if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
     from edge_agent.counting import Anchor
 
 
@@ -36,6 +37,23 @@ def _interpreter_owns_the_cores() -> None:
     cv2.setNumThreads(1)
 
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the device's YAML configuration",
+)
+
+
+def _load_config_or_exit(path: Path) -> AgentConfig:
+    """The device's configuration, or every problem in it (FILE:LINE: PATH: WHAT) and exit 1."""
+    from edge_agent.config import load_agent_config
+    from lanewatch.yamlconfig import or_exit
+
+    return or_exit(lambda: load_agent_config(path))
+
+
 @click.group()
 def agent() -> None:
     """The counting device at a lane entrance.
@@ -45,13 +63,7 @@ def agent() -> None:
 
 
 @agent.command("run")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="the device's YAML configuration",
-)
+@config_option
 @click.option(
     "--drain-timeout",
     type=float,
@@ -72,18 +84,12 @@ def run_command(config_path: Path, drain_timeout: float) -> None:
     from edge_agent.agent import Agent
     from edge_agent.detector import ModelError
     from edge_agent.sources import SourceError
-    from lanewatch.yamlconfig import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _interpreter_owns_the_cores()
+    config = _load_config_or_exit(config_path)
     try:
-        from edge_agent.config import load_agent_config
-
-        agent_ = Agent(load_agent_config(config_path))
-    except ConfigError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
-        raise SystemExit(1) from None
+        agent_ = Agent(config)
     except (ModelError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     signal.signal(signal.SIGINT, lambda *_: agent_.stop())
@@ -95,13 +101,7 @@ def run_command(config_path: Path, drain_timeout: float) -> None:
 
 
 @agent.command("selftest")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="the device's YAML configuration",
-)
+@config_option
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for camera and broker")
 def selftest_command(config_path: Path, timeout: float) -> None:
     """Check this device after installing it: camera, model, storage, broker, clock, sign.
@@ -109,16 +109,9 @@ def selftest_command(config_path: Path, timeout: float) -> None:
     Each check prints PASS, FAIL or WARN with what it saw and, for a failure, what to do.
     Exit code 0 when nothing failed.
     """
-    from edge_agent.config import load_agent_config
     from edge_agent.selftest import run_checks
-    from lanewatch.yamlconfig import ConfigError
 
-    try:
-        config = load_agent_config(config_path)
-    except ConfigError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
-        raise SystemExit(1) from None
+    config = _load_config_or_exit(config_path)
     failed = False
     for check in run_checks(config, timeout):
         click.echo(check.line())
@@ -127,13 +120,7 @@ def selftest_command(config_path: Path, timeout: float) -> None:
 
 
 @agent.command("calibrate")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="the device's YAML configuration",
-)
+@config_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for a frame")
 def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
@@ -143,16 +130,9 @@ def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
     OUT on this device only; nothing is sent.
     """
     from edge_agent.calibrate import calibration_image, write_png
-    from edge_agent.config import load_agent_config
     from edge_agent.selftest import first_frame
-    from lanewatch.yamlconfig import ConfigError
 
-    try:
-        config = load_agent_config(config_path)
-    except ConfigError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
-        raise SystemExit(1) from None
+    config = _load_config_or_exit(config_path)
     check, frame = first_frame(config, timeout)
     if frame is None:
         raise click.ClickException(f"{check.detail} ({check.hint})")

@@ -143,14 +143,9 @@ def site_broker_config(file: Path, folder: Path, port: int, bind: str, tls_hosts
 
 def _load_or_exit(path: Path) -> Site:
     from lanewatch.site import load_site
-    from lanewatch.yamlconfig import ConfigError
+    from lanewatch.yamlconfig import or_exit
 
-    try:
-        return load_site(path)
-    except ConfigError as exc:
-        for line in exc.lines():
-            click.echo(line, err=True)
-        raise SystemExit(1) from None
+    return or_exit(lambda: load_site(path))
 
 
 def _render(loaded: Site) -> str:

@@ -7,10 +7,11 @@ at once, each with the line to go to, the path inside the file, and what to do i
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union, get_args, get_origin
+from typing import Any, Callable, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -21,6 +22,7 @@ from lanewatch.ids import ID_PATTERN, ID_RULE
 PathPart = Union[str, int]
 Loc = tuple[PathPart, ...]
 Model = TypeVar("Model", bound=BaseModel)
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,16 @@ def parse_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     lines: dict[Loc, int] = {}
     problems = list(_index_nodes(root, (), lines)) if root is not None else []
     return YamlDocument(filename, data, lines, problems)
+
+
+def or_exit(load: Callable[[], Result]) -> Result:
+    """``load()``'s result; or, for a command line, every problem on stderr and exit status 1."""
+    try:
+        return load()
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def load_model(path: Union[str, Path], model: type[Model]) -> Model:
