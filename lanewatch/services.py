@@ -124,11 +124,6 @@ class _Server:
             log.info("killed %s pid %d", self.name, self.process.pid)
             self.process = None
 
-    def restart(self, timeout: float = 30.0) -> _Server:
-        """Stop and start again on the same port and state, as after a server reboot."""
-        self.stop()
-        return self.start(timeout)
-
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

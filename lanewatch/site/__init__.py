@@ -1,6 +1,6 @@
 """The site inventory: zones, entrances, devices, signs and who receives what."""
 
-from lanewatch.site.inventory import load_site, parse_site
+from lanewatch.site.inventory import load_site
 from lanewatch.site.model import CountingLine, Device, Entrance, Person, Sign, Site, Zone
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "Site",
     "Zone",
     "load_site",
-    "parse_site",
 ]

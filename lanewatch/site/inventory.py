@@ -30,7 +30,6 @@ from lanewatch.yamlconfig import (
     Problem,
     YamlDocument,
     describe,
-    parse_yaml,
     pydantic_problems,
     read_yaml,
     unknown_field,
@@ -49,10 +48,6 @@ REQUIRED_SECTIONS = ("site", "zones", "entrances", "devices")
 def load_site(path: Union[str, Path]) -> Site:
     """Read, check and return the site at ``path``; raise ConfigError listing every problem."""
     return _site_from(read_yaml(path))
-
-
-def parse_site(text: str, filename: str = "<string>") -> Site:
-    return _site_from(parse_yaml(text, filename))
 
 
 def _site_from(document: YamlDocument) -> Site:
