@@ -7,13 +7,13 @@ the file does not depend on the camera's resolution.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lanewatch.ids import Id
+from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site.model import CountingLine as LineSpec
 from lanewatch.site.model import Site
 from lanewatch.yamlconfig import load_model
@@ -23,32 +23,6 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BrokerConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version; 3.1.1 for older brokers")
-    username: Optional[str] = None
-    password_file: Optional[Path] = Field(default=None, description="file holding the password")
-    password_env: Optional[str] = Field(default=None, description="environment variable holding the password")
-    ca_file: Optional[Path] = Field(default=None, description="CA certificate: TLS when set")
-    cert_file: Optional[Path] = None
-    key_file: Optional[Path] = None
-
-    def password(self) -> Optional[str]:
-        """The password from its file or variable; a clear error when the named one is missing."""
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"broker.password_file {self.password_file}: {exc.strerror}") from None
-        if self.password_env is not None:
-            if self.password_env not in os.environ:
-                raise ValueError(f"broker.password_env: the environment variable {self.password_env} is not set")
-            return os.environ[self.password_env]
-        return None
 
 
 class OutboxConfig(_Section):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
+from aggregator.cli import aggregator
 from edge_agent.cli import agent
 from lanewatch import __version__
 
@@ -210,18 +211,9 @@ def contract_topics(site_id: str) -> None:
 # --- the device's commands live beside its code -------------------------------------------------
 
 main.add_command(agent)
+main.add_command(aggregator)
 
-# --- groups filled by the aggregator, alerts, dashboards and reports -------------------------------
-
-
-@main.group()
-def aggregator() -> None:
-    """The central aggregator: ingest, roll-up, InfluxDB.
-
-    Validates device messages, rolls entrances up into zones, writes InfluxDB.
-
-    Not in this release yet: arrives with the aggregator.
-    """
+# --- groups filled by alerts, dashboards and reports -------------------------------
 
 
 @main.group()

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Annotated, Literal, NamedTuple, Optional
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -50,6 +50,9 @@ MAX_IDS = 64
 #: A random 128-bit id in lowercase hex (``uuid.uuid4().hex``): boot ids and notice ids.
 Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
+#: A time with a zone, kept in UTC so that the JSON always reads ...Z (a time without a zone is an error).
+Timestamp = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(timezone.utc))]
+
 Level = Literal["green", "yellow", "red", "unknown"]
 
 
@@ -66,14 +69,6 @@ class Message(BaseModel):
     v: Literal[1] = Field(default=1, description="protocol version")
     site: Id = Field(description="site id from the inventory; must equal the id in the topic")
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, value: object) -> object:
-        """Keep every timestamp in UTC so that the JSON always reads ...Z."""
-        if isinstance(value, datetime):
-            return value.astimezone(timezone.utc)
-        return value
-
 
 class CountWindow(Message):
     """People who crossed one counting line during one window.
@@ -89,8 +84,8 @@ class CountWindow(Message):
     seq: int = Field(
         ge=0, le=MAX_TOTAL, description="0, 1, 2 ... for every count message of this boot, all lines together"
     )
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: Timestamp
+    window_end: Timestamp
     in_: int = Field(
         alias="in", ge=0, le=MAX_WINDOW_COUNT, description="crossings in the 'in' direction during the window"
     )
@@ -124,7 +119,7 @@ class Heartbeat(Message):
 
     device: Id
     boot_id: Hex128 = Field(description="new at every start of the agent")
-    time: AwareDatetime
+    time: Timestamp
     uptime_s: float = Field(ge=0)
     fps: float = Field(ge=0, le=1000)
     inference_ms: Optional[float] = Field(ge=0, le=60_000)
@@ -157,8 +152,8 @@ class LevelState(Message):
     capacity: int = Field(gt=0, le=MAX_TOTAL)
     density: Optional[float] = Field(ge=0, le=100, description="persons/m² where the zone's area is known")
     coverage: float = Field(ge=0, le=1, description="share of the zone's boundary entrances reporting")
-    since: AwareDatetime = Field(description="when the zone entered this level")
-    time: AwareDatetime
+    since: Timestamp = Field(description="when the zone entered this level")
+    time: Timestamp
     reason: str = Field(max_length=MAX_TEXT)
 
 
@@ -190,11 +185,39 @@ class DiversionNotice(Message):
     occupancy: Optional[int] = Field(ge=0, le=MAX_TOTAL)
     capacity: int = Field(gt=0, le=MAX_TOTAL)
     trend: Literal["rising", "steady", "falling", "unknown"]
-    time: AwareDatetime
+    time: Timestamp
     reason: str = Field(max_length=MAX_TEXT)
     actions: Actions
     text: NoticeText
     to: list[Id] = Field(max_length=MAX_IDS, description="receivers: people and signs, by inventory id")
+
+
+class AggregatorStatus(Message):
+    """An aggregator instance's own health, retained, every few seconds (counters since it started)."""
+
+    instance: Id
+    time: Timestamp
+    started: Timestamp
+    processed: int = Field(ge=0, le=MAX_TOTAL, description="messages taken from the broker")
+    stored: int = Field(ge=0, le=MAX_TOTAL, description="messages whose data is in the database")
+    rejected: int = Field(ge=0, le=MAX_TOTAL, description="messages that broke the contract (see the dead letters)")
+    deduplicated: int = Field(ge=0, le=MAX_TOTAL, description="count windows seen before (QoS 1 redeliveries, replays)")
+    spooled: int = Field(ge=0, le=MAX_TOTAL, description="points waiting in the local spool for the database")
+    lag_s: Optional[float] = Field(
+        ge=0, description="seconds from a window's end on the device to its storage here (latest)"
+    )
+    database: Literal["ok", "unreachable", "refused"]
+
+
+class DeadLetter(Message):
+    """A message the aggregator rejected, kept for whoever must fix its sender."""
+
+    time: Timestamp
+    instance: Id
+    topic: str = Field(max_length=1024)
+    reason: str = Field(max_length=MAX_TEXT)
+    payload_b64: str = Field(max_length=16_384, description="the payload (base64), cut to its first 12 KiB")
+    payload_bytes: int = Field(ge=0, description="the payload's full size")
 
 
 # --- topics ---------------------------------------------------------------------------------------
@@ -216,6 +239,8 @@ KINDS: dict[str, Kind] = {
     "level": Kind(LevelState, TOPIC_ROOT + "/{site}/zones/{zone}/level", True),
     "zone_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/zones/{zone}/notices", False),
     "entrance_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/entrances/{entrance}/notices", False),
+    "status": Kind(AggregatorStatus, TOPIC_ROOT + "/{site}/aggregator/{instance}/status", True),
+    "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
 }
 QOS = 1
 
@@ -226,7 +251,7 @@ def topic_for(message: Message, entrance: Optional[str] = None) -> str:
         if entrance is not None:
             return KINDS["entrance_notice"].template.format(site=message.site, entrance=entrance)
         return KINDS["zone_notice"].template.format(site=message.site, zone=message.zone)
-    ids = {name: getattr(message, name, None) for name in ("device", "line", "zone")}
+    ids = {name: getattr(message, name, None) for name in ("device", "line", "zone", "instance")}
     return KINDS[kind_of(message)].template.format(site=message.site, **ids)
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: Where Debian installs the servers; /usr/sbin is not on every user's PATH.
 SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
-APT_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb"}
+APT_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb", "victoria-metrics": "victoria-metrics"}
 
 
 class ServiceError(RuntimeError):
@@ -279,6 +279,47 @@ bind-address = "{self.host}:{self.rpc_port}"
         with urllib.request.urlopen(request, timeout=30) as response:
             if response.status != 204:
                 raise ServiceError(f"InfluxDB /write answered {response.status}")
+
+
+class VictoriaMetrics(_Server):
+    """A server that takes InfluxDB 2.x writes (``/api/v2/write``): the tests' stand-in for InfluxDB 2.x/3.x.
+
+    Debian has no InfluxDB 2.x; VictoriaMetrics (Debian's ``victoria-metrics``) accepts the same
+    line protocol on the same endpoint, so ``influxdb-client`` writes to it unchanged. Points are read
+    back through its export API (``measurement_field`` series with the tags as labels).
+    """
+
+    name = "victoria-metrics"
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("victoria-metrics"),
+            f"-storageDataPath={self.state_dir / 'data'}",
+            f"-httpListenAddr={self.host}:{self.port}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def export(self, match: str) -> list[dict]:
+        """Every readable series matching a selector, e.g. ``{__name__=~"counts_.*"}``.
+
+        New rows become readable about a second after their write: poll until they are there.
+        """
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+        query = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]
 
 
 def _mqtt_connack(host: str, port: int) -> bool:

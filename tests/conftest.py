@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 import pytest
 
 from lanewatch import contract
-from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+from lanewatch.services import InfluxDB, Mosquitto, ServiceError, VictoriaMetrics
 
 if TYPE_CHECKING:
     import click.testing
@@ -58,6 +58,14 @@ def influxdb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     yield from _serve(request, InfluxDB(tmp_path_factory.mktemp("influxdb")))
 
 
+@pytest.fixture(scope="session")
+def victoria_metrics(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VictoriaMetrics]:
+    """A real server that accepts InfluxDB 2.x writes (``/api/v2/write``), for the influxdb-client path."""
+    yield from _serve(request, VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics")))
+
+
 @pytest.fixture
 def fresh_influxdb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InfluxDB]:
     """An InfluxDB of this test's own, for tests that stop, kill or restart it."""
@@ -70,7 +78,7 @@ def fresh_mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     yield from _serve(request, Mosquitto(tmp_path / "mosquitto"))
 
 
-def _serve(request: pytest.FixtureRequest, server: Mosquitto | InfluxDB) -> Iterator:
+def _serve(request: pytest.FixtureRequest, server: Mosquitto | InfluxDB | VictoriaMetrics) -> Iterator:
     try:
         server.start()
     except ServiceError as exc:

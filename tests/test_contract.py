@@ -25,6 +25,8 @@ SCHEMA_FILE = {
         "level": "level-state",
         "zone_notice": "diversion-notice",
         "entrance_notice": "diversion-notice",
+        "status": "aggregator-status",
+        "deadletter": "dead-letter",
     }.items()
 }
 

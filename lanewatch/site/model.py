@@ -40,6 +40,18 @@ class SiteInfo(_Item):
     id: Id
     name: Text
     timezone: str = Field(description="IANA time zone of the site, e.g. Asia/Shanghai")
+    closing_time: Optional[str] = Field(
+        default=None,
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="local time (HH:MM) after which the area is empty; occupancies are reset to 0 then",
+    )
+
+    @field_validator("closing_time", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: object) -> object:
+        if isinstance(value, int):  # YAML 1.1 reads an unquoted 23:00 as the number 1380
+            raise ValueError('write the time in quotes, e.g. closing_time: "23:00"')
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -1,0 +1,113 @@
+"""The aggregator's configuration (``lanewatch aggregator run --config AGGREGATOR.yaml``).
+
+Every field has a default that suits one aggregator beside a local Mosquitto and InfluxDB 1.x, so
+the file only needs what differs. Secrets (database password or token) come from a file or an
+environment variable named here, never from the YAML itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lanewatch.ids import Id
+from lanewatch.mqttconfig import BrokerConfig
+from lanewatch.yamlconfig import load_model
+
+Role = Literal["store", "rollup"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret(name: str, file: Optional[Path], env: Optional[str]) -> Optional[str]:
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"influxdb.{name}_file {file}: {exc.strerror}") from None
+    if env is not None:
+        if env not in os.environ:
+            raise ValueError(f"influxdb.{name}_env: the environment variable {env} is not set")
+        return os.environ[env]
+    return None
+
+
+class InfluxConfig(_Section):
+    """InfluxDB 1.x (``api: v1``, the ``/write`` endpoint) or 2.x/3.x (``api: v2``, ``influxdb-client``)."""
+
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v1"
+    database: str = Field(default="lanewatch", min_length=1, description="v1: the database (created if missing)")
+    username: Optional[str] = None
+    password_file: Optional[Path] = None
+    password_env: Optional[str] = None
+    org: Optional[str] = Field(default=None, description="v2: the organisation")
+    bucket: Optional[str] = Field(default=None, description="v2: the bucket")
+    token_file: Optional[Path] = None
+    token_env: Optional[str] = Field(default=None, description="v2: environment variable holding the API token")
+    batch_size: int = Field(default=5000, ge=1, le=50_000, description="points per write")
+    flush_interval_s: float = Field(default=0.2, gt=0, le=60, description="longest wait before a partial batch")
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    spool_after_s: float = Field(default=5.0, ge=0, description="retry this long, then keep the batch in the spool")
+
+    @model_validator(mode="after")
+    def _complete(self) -> InfluxConfig:
+        if self.api == "v2" and not (self.org and self.bucket):
+            raise ValueError("api v2 needs org and bucket (and a token from token_file or token_env)")
+        return self
+
+    def password(self) -> Optional[str]:
+        return _secret("password", self.password_file, self.password_env)
+
+    def token(self) -> Optional[str]:
+        return _secret("token", self.token_file, self.token_env)
+
+
+class ValidationConfig(_Section):
+    """What the aggregator rejects beyond the contract itself."""
+
+    max_future_s: float = Field(default=300.0, ge=0, description="device clocks further ahead are rejected")
+    max_age_h: float = Field(
+        default=192.0, gt=0, description="older windows are rejected (devices keep a 168 h backlog by default)"
+    )
+    max_flow_per_m_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="people per metre of entrance width per second, both directions together; "
+        "crowds flow at under 1.5, so more is a broken counter",
+    )
+    max_flow_per_s: float = Field(default=50.0, gt=0, description="the same limit for entrances of unknown width")
+
+
+class AggregatorConfig(_Section):
+    instance: Id = Field(default="aggregator-1", description="this instance's id; also its MQTT client id")
+    share_group: Id = Field(
+        default="lanewatch-aggregator", description="instances in one group split the device stream between them"
+    )
+    roles: list[Role] = Field(
+        default=["store", "rollup"],
+        min_length=1,
+        description="store: write the devices' data; rollup: zone occupancy. Scale out with several "
+        "store-only instances in one group and one rollup-only instance in a group of its own",
+    )
+    state_dir: Path = Field(default=Path("aggregator-state"), description="the spool lives here")
+    status_s: float = Field(default=10.0, gt=0, le=3600, description="how often the instance reports its health")
+    broker: BrokerConfig = BrokerConfig()
+    influxdb: InfluxConfig = InfluxConfig()
+    validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _distinct_roles(self) -> AggregatorConfig:
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"roles must be distinct, got {self.roles}")
+        return self
+
+
+def load_aggregator_config(path: Optional[Path]) -> AggregatorConfig:
+    """The checked config from YAML (ConfigError lists every problem), or the defaults when no file is given."""
+    return AggregatorConfig() if path is None else load_model(path, AggregatorConfig)

@@ -1,0 +1,108 @@
+"""The InfluxDB schema, as line protocol: one function per measurement (documented in docs/influxdb.md).
+
+Tags are ids from the site inventory only (site, device, line, entrance, zone, kind, reason,
+instance), so the number of series is bounded by the inventory, never by the traffic. A count
+window's point is keyed by its device, line and window end: writing the same window twice
+overwrites the point with the same values, so a redelivery can never double a count.
+
+Written by hand rather than with ``influxdb_client.Point``: the tags and field names are fixed and
+safe, and formatting strings directly is several times faster on the hot path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from lanewatch import contract
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def ns(when: datetime) -> int:
+    """Nanoseconds since the epoch, exact to the microsecond (no float rounding)."""
+    delta = when - EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
+
+
+def _string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def count(window: contract.CountWindow, entrance: str, zone: str) -> str:
+    seconds = (window.window_end - window.window_start).total_seconds()
+    return (
+        f"counts,site={window.site},device={window.device},line={window.line},entrance={entrance},zone={zone} "
+        f"in={window.in_}i,out={window.out}i,total_in={window.total_in}i,total_out={window.total_out}i,"
+        f'in_view={window.in_view}i,window_s={seconds!r},seq={window.seq}i,boot_id="{window.boot_id}" '
+        f"{ns(window.window_end)}"
+    )
+
+
+def heartbeat(beat: contract.Heartbeat, entrance: str) -> str:
+    fields = [
+        f"uptime_s={beat.uptime_s!r}",
+        f"fps={beat.fps!r}",
+        f"dropped_frames={beat.dropped_frames}i",
+        f"load1={beat.load1!r}",
+        f"outbox_depth={beat.outbox_depth}i",
+        f"outbox_dropped={beat.outbox_dropped}i",
+        f'camera="{beat.camera}"',
+        f'sign="{beat.sign}"',
+        f'boot_id="{beat.boot_id}"',
+    ]
+    if beat.inference_ms is not None:
+        fields.append(f"inference_ms={beat.inference_ms!r}")
+    if beat.cpu_temp_c is not None:
+        fields.append(f"cpu_temp_c={beat.cpu_temp_c!r}")
+    if beat.clock_synced is not None:
+        fields.append(f"clock_synced={'true' if beat.clock_synced else 'false'}")
+    return f"heartbeat,site={beat.site},device={beat.device},entrance={entrance} {','.join(fields)} {ns(beat.time)}"
+
+
+def availability(message: contract.Availability, entrance: str, received: datetime) -> str:
+    online = 1 if message.state == "online" else 0
+    return (
+        f"availability,site={message.site},device={message.device},entrance={entrance} "
+        f'online={online}i,state="{message.state}",boot_id="{message.boot_id}" {ns(received)}'
+    )
+
+
+def zone(
+    site: str,
+    zone_id: str,
+    kind: str,
+    occupancy: int,
+    raw: int,
+    capacity: int,
+    area_m2: Optional[float],
+    when: datetime,
+) -> str:
+    fields = f"occupancy={occupancy}i,raw={raw}i,capacity={capacity}i,share={occupancy / capacity!r}"
+    if area_m2:
+        fields += f",density={occupancy / area_m2!r}"
+    return f"zones,site={site},zone={zone_id},kind={kind} {fields} {ns(when)}"
+
+
+def line_state(
+    site: str, device: str, line: str, total_in: int, total_out: int, net: int, boot_id: str, when: datetime
+) -> str:
+    """The roll-up's memory of one counting line: enough to rebuild zone occupancy after a restart."""
+    return (
+        f"line_state,site={site},device={device},line={line} total_in={total_in}i,total_out={total_out}i,"
+        f'net={net}i,boot_id="{boot_id}" {ns(when)}'
+    )
+
+
+def correction(site: str, zone_id: str, reason: str, delta: int, before: int, when: datetime) -> str:
+    return f"corrections,site={site},zone={zone_id},reason={reason} delta={delta}i,before={before}i {ns(when)}"
+
+
+def status(message: contract.AggregatorStatus) -> str:
+    fields = (
+        f"processed={message.processed}i,stored={message.stored}i,rejected={message.rejected}i,"
+        f'deduplicated={message.deduplicated}i,spooled={message.spooled}i,database="{message.database}"'
+    )
+    if message.lag_s is not None:
+        fields += f",lag_s={message.lag_s!r}"
+    return f"aggregator,site={message.site},instance={message.instance} {fields} {ns(message.time)}"

@@ -1,0 +1,190 @@
+"""Zone occupancy at every level of the hierarchy, from the devices' cumulative line totals.
+
+Each counting line contributes its net flow (in - out) since the aggregator first saw it. A count
+window moves the line's contribution to its new cumulative totals, so a duplicate, a replay or an
+older window changes nothing, and a lost window is made up by the next one. Each entrance adds its
+lines' contributions to every zone it is a boundary of (``Site.boundary_entrances``: +1 where ``in``
+enters the zone, -1 where it leaves it), which makes a parent's occupancy the sum of its children's.
+
+Drift is corrected on purpose, and every correction is recorded (measurement ``corrections``):
+- an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
+- at the site's closing time every zone is reset to 0.
+
+All state lives in ``line_state`` and ``zones`` points written with the same batch as the data that
+changed it, so ``restore`` after a crash (or on a new machine) continues exactly where the stored
+data ends; messages not yet stored are redelivered by the broker and applied again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+from zoneinfo import ZoneInfo
+
+from aggregator import points
+from lanewatch import contract
+from lanewatch.site.model import Site
+
+
+@dataclass
+class LineState:
+    boot_id: str
+    time: datetime  # end of the latest window applied
+    total_in: int
+    total_out: int
+    net: int  # people in minus out across this line since it was first seen
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    zone: str
+    occupancy: int
+    raw: int
+    capacity: int
+    density: Optional[float]
+    time: Optional[datetime]
+
+
+class RollUp:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.site_id = site.site.id
+        self.effects: dict[str, list[tuple[str, int]]] = {e.id: [] for e in site.entrances}
+        for zone in site.zones:
+            for entrance, sign in site.boundary_entrances(zone.id):
+                self.effects[entrance.id].append((zone.id, sign))
+        self.lines: dict[tuple[str, str], LineState] = {}
+        self.raw = {z.id: 0 for z in site.zones}
+        self.baseline = {z.id: 0 for z in site.zones}
+        self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
+        self._dirty_zones: set[str] = set()
+        self._dirty_lines: set[tuple[str, str]] = set()
+        self._corrections: list[str] = []
+        self._tz = ZoneInfo(site.site.timezone)
+        self._closing: Optional[tuple[int, int]] = None
+        if site.site.closing_time:
+            hours, minutes = site.site.closing_time.split(":")
+            self._closing = (int(hours), int(minutes))
+        self._next_closing: Optional[datetime] = None
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def occupancy(self, zone_id: str) -> int:
+        return self.raw[zone_id] - self.baseline[zone_id]
+
+    def zones(self) -> list[ZoneState]:
+        out = []
+        for zone in self.site.zones:
+            occupancy = self.occupancy(zone.id)
+            density = occupancy / zone.area_m2 if zone.area_m2 else None
+            out.append(
+                ZoneState(zone.id, occupancy, self.raw[zone.id], zone.capacity, density, self.zone_time[zone.id])
+            )
+        return out
+
+    # --- applying count windows ------------------------------------------------------------------
+
+    def apply(self, window: contract.CountWindow, entrance_id: str) -> bool:
+        """Move the line to this window's totals; False when the window is not newer than what is known."""
+        self._maybe_close(window.window_end)
+        key = (window.device, window.line)
+        old = self.lines.get(key)
+        if old is None:  # first sight: the line counts from this window on
+            net = window.in_ - window.out
+        elif window.window_end <= old.time:
+            return False
+        elif window.total_in >= old.total_in and window.total_out >= old.total_out:
+            net = old.net + (window.total_in - old.total_in) - (window.total_out - old.total_out)
+        else:  # totals went back: a replaced device or lost device state; count only this window
+            net = old.net + window.in_ - window.out
+        self.lines[key] = LineState(window.boot_id, window.window_end, window.total_in, window.total_out, net)
+        self._dirty_lines.add(key)
+        delta = net - (old.net if old else 0)
+        for zone_id, sign in self.effects[entrance_id]:
+            self.raw[zone_id] += sign * delta
+            self._touch(zone_id, window.window_end)
+            occupancy = self.occupancy(zone_id)
+            if occupancy < 0:
+                self._correct(zone_id, "clamp", -occupancy, window.window_end)
+        return True
+
+    def _touch(self, zone_id: str, when: datetime) -> None:
+        current = self.zone_time[zone_id]
+        self.zone_time[zone_id] = when if current is None or when > current else current
+        self._dirty_zones.add(zone_id)
+
+    def _correct(self, zone_id: str, reason: str, delta: int, when: datetime) -> None:
+        before = self.occupancy(zone_id)
+        self.baseline[zone_id] -= delta
+        self._touch(zone_id, when)
+        self._corrections.append(points.correction(self.site_id, zone_id, reason, delta, before, when))
+
+    def _maybe_close(self, when: datetime) -> None:
+        """At the first window past closing time, every zone is reset to 0 (recorded)."""
+        if self._closing is None:
+            return
+        if self._next_closing is None:
+            self._next_closing = self._closing_after(when)
+            return
+        if when < self._next_closing:
+            return
+        closed_at = self._next_closing
+        for zone in self.site.zones:
+            occupancy = self.occupancy(zone.id)
+            if occupancy != 0:
+                self._correct(zone.id, "closing", -occupancy, closed_at)
+        self._next_closing = self._closing_after(when)
+
+    def _closing_after(self, when: datetime) -> datetime:
+        assert self._closing is not None
+        local = when.astimezone(self._tz)
+        closing = local.replace(hour=self._closing[0], minute=self._closing[1], second=0, microsecond=0)
+        if closing <= local:
+            closing = (closing + timedelta(days=1)).replace(hour=self._closing[0], minute=self._closing[1])
+        return closing.astimezone(timezone.utc)
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def take_points(self) -> list[str]:
+        """Line protocol for what changed since the last call: zones, lines and corrections."""
+        out = self._corrections
+        self._corrections = []
+        for zone in self.site.zones:
+            if zone.id in self._dirty_zones:
+                when = self.zone_time[zone.id]
+                assert when is not None
+                out.append(
+                    points.zone(
+                        self.site_id,
+                        zone.id,
+                        zone.kind,
+                        self.occupancy(zone.id),
+                        self.raw[zone.id],
+                        zone.capacity,
+                        zone.area_m2,
+                        when,
+                    )
+                )
+        for key in sorted(self._dirty_lines):
+            state = self.lines[key]
+            out.append(points.line_state(self.site_id, *key, state.total_in, state.total_out, state.net,
+                                         state.boot_id, state.time))  # fmt: skip
+        self._dirty_zones.clear()
+        self._dirty_lines.clear()
+        return out
+
+    def restore(self, lines: dict[tuple[str, str], LineState], occupancy: dict[str, tuple[int, datetime]]) -> None:
+        """Continue from stored state: the lines' contributions and each zone's last occupancy."""
+        devices = {d.id: d.entrance for d in self.site.devices}
+        self.lines = {key: state for key, state in lines.items() if key[0] in devices}
+        self.raw = {z.id: 0 for z in self.site.zones}
+        for (device, _line), state in self.lines.items():
+            for zone_id, sign in self.effects[devices[device]]:
+                self.raw[zone_id] += sign * state.net
+        for zone in self.site.zones:
+            stored, when = occupancy.get(zone.id, (self.raw[zone.id], None))
+            self.baseline[zone.id] = self.raw[zone.id] - stored
+            self.zone_time[zone.id] = when
+        latest = [t for t in self.zone_time.values() if t is not None]
+        self._next_closing = self._closing_after(max(latest)) if latest and self._closing else None

@@ -1,0 +1,214 @@
+"""The aggregator: MQTT intake in this process, validation and storage in a store process beside it.
+
+The intake subscribes (MQTT v5, shared subscription, persistent session, manual acknowledgements)
+and passes the raw messages to the store process (``aggregator.store``) in chunks. When the store
+process reports a chunk stored (in InfluxDB or the spool), the intake acknowledges its messages to
+the broker; nothing is acknowledged before. Messages received on an earlier connection are not
+acknowledged on a later one: the broker redelivers them and the store treats them as duplicates.
+
+If either process dies, the other stops too, and whatever was not acknowledged is redelivered to
+the next start (or to the other instances of the share group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+
+from aggregator.config import AggregatorConfig
+from aggregator.store import Chunk, Reply, Store
+from lanewatch import contract
+from lanewatch.site.model import Site
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 86_400  # the broker keeps the aggregator's queue this long while it is down
+CHUNK = 500  # messages per hand-over to the store process
+
+
+class Aggregator:
+    def __init__(self, site: Site, config: AggregatorConfig) -> None:
+        self.site, self.config = site, config
+        self.filter = f"$share/{config.share_group}/{contract.TOPIC_ROOT}/{site.site.id}/devices/#"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=config.instance, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        config.broker.apply(self.client)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._lock = threading.Lock()  # the open chunk and the pipe to the store process
+        self._items: list[tuple[str, bytes]] = []
+        self._mids: list[int] = []
+        self._next_chunk = 0
+        self._pending: dict[int, tuple[int, list[int]]] = {}  # chunk id -> (connection, message ids)
+        self._generation = 0
+        self._stop = threading.Event()
+        self._closing = False
+        self._to_store: Optional[Connection] = None
+        self.connected = threading.Event()
+        self.failed: Optional[str] = None
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until ``stop()`` (or until the store process dies: ``failed`` then says why)."""
+        context = multiprocessing.get_context("spawn")  # no threads, locks or sockets inherited
+        to_store_r, self._to_store = context.Pipe(duplex=False)
+        from_store, replies_w = context.Pipe(duplex=False)
+        level = logging.getLogger().getEffectiveLevel()
+        worker = context.Process(
+            target=store_main, args=(self.site, self.config, to_store_r, replies_w, level), name="store", daemon=True
+        )
+        worker.start()
+        to_store_r.close()
+        replies_w.close()
+        replies = threading.Thread(target=self._read_replies, args=(from_store,), name="replies", daemon=True)
+        ready = threading.Event()
+        self._ready = ready
+        replies.start()
+        while not ready.wait(0.2):
+            if self._stop.is_set() or not worker.is_alive():
+                self._closing = True
+                self._finish(worker, replies)
+                return
+        properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        properties.ReceiveMaximum = 65_535  # the store process sets the pace, not a small in-flight window
+        broker = self.config.broker
+        self.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=False,
+                                  properties=properties)  # fmt: skip
+        self.client.loop_start()
+        try:
+            while not self._stop.wait(self.config.influxdb.flush_interval_s / 2):
+                with self._lock:
+                    self._send_chunk()
+        finally:
+            self._closing = True  # from here on, messages stay unacknowledged for the next start
+            with self._lock:
+                self._send_chunk()
+            self._finish(worker, replies)
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _finish(self, worker: Any, replies: threading.Thread) -> None:
+        """Let the store process write what it has, take its last replies, and wait for it."""
+        assert self._to_store is not None
+        with contextlib.suppress(OSError):  # already gone
+            self._to_store.send(None)
+        replies.join(60)
+        worker.join(60)
+        if worker.is_alive():
+            worker.kill()
+
+    # --- paho's thread ---------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("the broker refused the connection: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1  # ids of messages taken before this connection are void
+            self._mids = []
+        client.subscribe(self.filter, qos=contract.QOS)
+        log.info("connected to %s:%d, subscribed to %s", self.config.broker.host, self.config.broker.port, self.filter)
+        self.connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self._closing:
+            return
+        with self._lock:
+            self._items.append((message.topic, bytes(message.payload)))
+            if message.qos:
+                self._mids.append(message.mid)
+            if len(self._items) >= CHUNK:
+                self._send_chunk()
+
+    def _send_chunk(self) -> None:
+        """Hand the open chunk to the store process (caller holds the lock); blocks while it is behind."""
+        if not self._items:
+            return
+        chunk: Chunk = (self._next_chunk, self._items)
+        self._pending[self._next_chunk] = (self._generation, self._mids)
+        self._next_chunk += 1
+        self._items, self._mids = [], []
+        assert self._to_store is not None
+        with contextlib.suppress(OSError):  # the store process is gone; the replies thread stops everything
+            self._to_store.send(chunk)
+
+    # --- the replies thread ----------------------------------------------------------------------
+
+    def _read_replies(self, replies: Connection) -> None:
+        while True:
+            try:
+                reply: Reply = replies.recv()
+            except (EOFError, OSError):
+                if not self._closing:
+                    self.failed = "the store process stopped unexpectedly (see the log above)"
+                    log.error(self.failed)
+                    self._stop.set()
+                return
+            if reply[0] == "stored":
+                with self._lock:
+                    done = [self._pending.pop(chunk) for chunk in reply[1]]
+                    generation = self._generation
+                for connection, mids in done:
+                    if connection == generation:
+                        for mid in mids:
+                            self.client.ack(mid, contract.QOS)
+            elif reply[0] == "publish":
+                _kind, topic, payload, retain = reply
+                info = self.client.publish(topic, payload, qos=contract.QOS, retain=retain)
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # queued while reconnecting
+                    log.warning("could not publish on %s (%s)", topic, mqtt.error_string(info.rc))
+            elif reply[0] == "ready":
+                self._ready.set()
+
+
+def store_main(site: Site, config: AggregatorConfig, inbox: Connection, replies: Connection, level: int) -> None:
+    """The store process: take chunks from the intake until it sends None or goes away."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def reply(message: Reply) -> None:
+        with lock:  # the reader and the writer thread both reply
+            try:
+                replies.send(message)
+            except OSError:
+                stop.set()  # the intake is gone: nothing can be acknowledged any more
+
+    def receive(timeout: float) -> Optional[Chunk]:
+        try:
+            if not inbox.poll(timeout):
+                return None
+            item = inbox.recv()
+        except (EOFError, OSError):
+            item = None
+        if item is None:
+            stop.set()
+        return item
+
+    def wait(seconds: float) -> bool:
+        receive(seconds)  # nothing but the stop can come before "ready"
+        return stop.is_set()
+
+    store = Store(site, config, reply)
+    if store.prepare(wait):
+        reply(("ready",))
+        store.serve(receive, stop)

@@ -1,0 +1,344 @@
+"""The aggregator's store process: validate, deduplicate, roll up, write to InfluxDB or the spool.
+
+It runs beside the MQTT intake (``aggregator.service``) as a process of its own, because Python runs
+one thread at a time: paho's receive loop alone keeps a core busy at full rate, and validation and
+writing would otherwise queue behind it. The intake hands over chunks of raw messages; this process
+answers with the ids of the chunks whose data is durably stored, and only then does the intake
+acknowledge them to the broker.
+
+Inside, the reader thread turns messages into points and updates the roll-up; every ``batch_size``
+points or ``flush_interval_s`` a batch is cut (only between chunks) and handed to the writer thread,
+which writes it to InfluxDB, or after ``spool_after_s`` of failures to the local spool (fsynced),
+and then reports its chunks as stored. A crash anywhere before that leaves the messages
+unacknowledged: the broker redelivers them, and writing them again is harmless (a window's point is
+keyed by its device, line and time; the roll-up moves lines to cumulative totals).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
+
+from aggregator import points
+from aggregator.config import AggregatorConfig
+from aggregator.influx import Database, DatabaseError, PointsRefusedError, RefusedError, UnavailableError, rows
+from aggregator.rollup import LineState, RollUp
+from aggregator.spool import Spool
+from aggregator.validation import InvalidMessageError, Validator
+from lanewatch import contract
+from lanewatch.site.model import Site
+
+log = logging.getLogger(__name__)
+
+#: What the intake sends: a chunk id and its messages (topic, payload), or None to finish.
+Chunk = tuple[int, list[tuple[str, bytes]]]
+#: What this process sends back: ("ready",), ("stored", [chunk ids]), ("publish", topic, payload, retain).
+Reply = tuple[Any, ...]
+
+
+@dataclass
+class Batch:
+    lines: list[str]
+    chunks: list[int]  # stored once these lines are
+    messages: int
+    latest: Optional[datetime]  # end of the newest count window in it
+
+
+@dataclass
+class Counters:
+    processed: int = 0
+    stored: int = 0
+    rejected: int = 0
+    deduplicated: int = 0
+    lag_s: Optional[float] = None
+    database: str = "ok"
+
+
+class Dedup:
+    """(device, boot id, seq) already taken in this run: a low-water mark plus the seqs above it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
+
+    def seen(self, device: str, boot_id: str, seq: int) -> bool:
+        mark, above = self._seen.get((device, boot_id), (-1, set()))
+        if seq <= mark or seq in above:
+            return True
+        above.add(seq)
+        while mark + 1 in above:  # seqs are consecutive per boot: the set stays small
+            mark += 1
+            above.discard(mark)
+        self._seen[(device, boot_id)] = (mark, above)
+        return False
+
+
+@dataclass
+class _Open:
+    lines: list[str] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
+    messages: int = 0
+    latest: Optional[datetime] = None
+
+
+class Store:
+    def __init__(self, site: Site, config: AggregatorConfig, reply: Callable[[Reply], None]) -> None:
+        self.site_id = site.site.id
+        self.config = config
+        self.reply = reply
+        self.validator = Validator(site, config.validation)
+        self.store = "store" in config.roles
+        self.rollup = RollUp(site) if "rollup" in config.roles else None
+        self.db = Database(config.influxdb)
+        self.spool = Spool(config.state_dir / "spool.db")
+        self.dedup = Dedup()
+        self.counters = Counters()
+        self.started = datetime.now(timezone.utc)
+        self.zones_of = {e.id: e.zone or "" for e in site.entrances}
+        self.status_topic = contract.KINDS["status"].template.format(site=self.site_id, instance=config.instance)
+        self.deadletter_topic = contract.KINDS["deadletter"].template.format(
+            site=self.site_id, instance=config.instance
+        )
+        self._open = _Open()
+        self._batches: queue.Queue[Optional[Batch]] = queue.Queue(maxsize=4)
+        self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
+        self._last_error = ""
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def prepare(self, wait: Callable[[float], bool]) -> bool:
+        """Wait for the database, write what the spool kept, and rebuild the roll-up from stored state.
+
+        ``wait(seconds)`` pauses between attempts and returns True when the aggregator is stopping.
+        """
+        delay = 1.0
+        while True:
+            try:
+                self.db.prepare()
+                self._drain_spool(until_empty=True)
+                if self.rollup is not None:
+                    self._restore()
+                self._writer.start()
+                return True
+            except DatabaseError as exc:
+                log.warning("waiting for InfluxDB (%s); messages wait on the broker meanwhile", exc)
+                if wait(delay):
+                    return False
+                delay = min(delay * 2, 30.0)
+
+    def serve(self, receive: Callable[[float], Optional[Chunk]], stop: threading.Event) -> None:
+        """Take chunks until the intake sends None; cut batches on size and time; report health."""
+        interval = self.config.influxdb.flush_interval_s
+        next_cut = time.monotonic() + interval
+        next_status = time.monotonic()
+        while True:
+            chunk = receive(max(0.0, next_cut - time.monotonic()))
+            if chunk is not None:
+                self.take(*chunk)
+            now = time.monotonic()
+            if now >= next_status:
+                self._report()
+                next_status = now + self.config.status_s
+            if now >= next_cut or len(self._open.lines) >= self.config.influxdb.batch_size:
+                self.cut()
+                next_cut = now + interval
+            if stop.is_set():
+                break
+        self._report()
+        self.cut()
+        self._batches.put(None)
+        self._writer.join()
+        self.spool.close()
+        self.db.close()
+        c = self.counters
+        log.info("stopped: processed %d, stored %d, rejected %d, deduplicated %d, spooled %d",
+                 c.processed, c.stored, c.rejected, c.deduplicated, self.spool.points)  # fmt: skip
+
+    def _restore(self) -> None:
+        assert self.rollup is not None
+        site = self.site_id
+        lines: dict[tuple[str, str], LineState] = {}
+        for series in self.db.query(
+            f"SELECT * FROM line_state WHERE site = '{site}' GROUP BY device, line ORDER BY time DESC LIMIT 1"
+        ):
+            for row in rows(series):
+                key = (series["tags"]["device"], series["tags"]["line"])
+                when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
+                lines[key] = LineState(row["boot_id"], when, row["total_in"], row["total_out"], row["net"])
+        occupancy: dict[str, tuple[int, datetime]] = {}
+        for series in self.db.query(
+            f"SELECT occupancy FROM zones WHERE site = '{site}' GROUP BY zone ORDER BY time DESC LIMIT 1"
+        ):
+            for row in rows(series):
+                when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
+                occupancy[series["tags"]["zone"]] = (row["occupancy"], when)
+        self.rollup.restore(lines, occupancy)
+        if lines:
+            log.info("roll-up restored: %d counting lines, %d zones", len(lines), len(occupancy))
+
+    # --- the reader thread -----------------------------------------------------------------------
+
+    def take(self, chunk_id: int, messages: list[tuple[str, bytes]]) -> None:
+        now = datetime.now(timezone.utc)
+        batch = self._open
+        for topic, payload in messages:
+            self.counters.processed += 1
+            try:
+                accepted = self.validator.check(topic, payload, now)
+            except InvalidMessageError as exc:
+                self._reject(topic, payload, str(exc), now)
+                continue
+            body = accepted.message
+            entrance = accepted.entrance.id
+            if isinstance(body, contract.CountWindow):
+                if self.dedup.seen(body.device, body.boot_id, body.seq):
+                    self.counters.deduplicated += 1
+                    continue
+                if self.store:
+                    batch.lines.append(points.count(body, entrance, self.zones_of[entrance]))
+                if self.rollup is not None:
+                    self.rollup.apply(body, entrance)
+                if batch.latest is None or body.window_end > batch.latest:
+                    batch.latest = body.window_end
+            elif self.store and isinstance(body, contract.Heartbeat):
+                batch.lines.append(points.heartbeat(body, entrance))
+            elif self.store and isinstance(body, contract.Availability):
+                batch.lines.append(points.availability(body, entrance, now))
+        batch.chunks.append(chunk_id)
+        batch.messages += len(messages)
+
+    def _reject(self, topic: str, payload: bytes, reason: str, now: datetime) -> None:
+        self.counters.rejected += 1
+        log.warning("rejected %s: %s", topic[:200], reason)
+        letter = contract.DeadLetter(
+            site=self.site_id,
+            time=now,
+            instance=self.config.instance,
+            topic=topic[:1024],
+            reason=reason[: contract.MAX_TEXT],
+            payload_b64=base64.b64encode(payload[: 12 * 1024]).decode("ascii"),
+            payload_bytes=len(payload),
+        )
+        self.reply(("publish", self.deadletter_topic, contract.encode(letter), False))
+
+    def cut(self) -> None:
+        """Hand the open batch to the writer; blocks while the writer is behind (the intake then waits)."""
+        if self.rollup is not None:
+            self._open.lines.extend(self.rollup.take_points())
+        batch = self._open
+        if not batch.lines and not batch.chunks:
+            return
+        self._open = _Open()
+        self._batches.put(Batch(batch.lines, batch.chunks, batch.messages, batch.latest))
+
+    # --- the writer thread -----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                batch = self._batches.get(timeout=1.0)
+            except queue.Empty:
+                if self.spool.points:
+                    self._drain_spool()
+                continue
+            if batch is None:
+                if self.spool.points:
+                    self._drain_spool()
+                return
+            if batch.lines:
+                self._store(batch.lines)
+            if batch.chunks:
+                self.reply(("stored", batch.chunks))
+            self.counters.stored += batch.messages
+            if batch.latest is not None:
+                self.counters.lag_s = max(0.0, (datetime.now(timezone.utc) - batch.latest).total_seconds())
+
+    def _store(self, lines: list[str]) -> None:
+        """Into the database, or into the spool; returns only when the points are durable somewhere."""
+        if self.spool.points:  # older points wait there: keep the order
+            self._drain_spool()
+        if not self.spool.points:
+            deadline = time.monotonic() + self.config.influxdb.spool_after_s
+            delay = 0.2
+            while True:
+                try:
+                    self.db.write(lines)
+                    self._database_ok()
+                    return
+                except PointsRefusedError as exc:
+                    self._set_aside(lines, exc)
+                    return
+                except RefusedError as exc:
+                    self._database_failed("refused", exc)
+                    break
+                except UnavailableError as exc:
+                    self._database_failed("unreachable", exc)
+                    if time.monotonic() + delay > deadline:
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        self.spool.put(lines)
+
+    def _drain_spool(self, until_empty: bool = False) -> None:
+        """Write spooled batches, oldest first, until one fails (or the spool is empty)."""
+        while True:
+            batch = self.spool.oldest()
+            if batch is None:
+                return
+            try:
+                self.db.write(batch.lines)
+            except PointsRefusedError as exc:
+                self._set_aside(batch.lines, exc)
+            except (RefusedError, UnavailableError) as exc:
+                self._database_failed("refused" if isinstance(exc, RefusedError) else "unreachable", exc)
+                if until_empty:
+                    raise
+                return
+            self.spool.remove(batch)
+            self._database_ok()
+            if not self.spool.points:
+                log.info("spool drained: every kept point is in InfluxDB")
+
+    def _set_aside(self, lines: list[str], exc: DatabaseError) -> None:
+        log.error("%s; %d points kept in %s (table refused)", exc, len(lines), self.spool.path)
+        self.spool.keep_refused(lines, str(exc))
+
+    def _database_ok(self) -> None:
+        if self.counters.database != "ok":
+            log.info("InfluxDB is back")
+        self.counters.database = "ok"
+        self._last_error = ""
+
+    def _database_failed(self, state: str, exc: DatabaseError) -> None:
+        self.counters.database = state
+        if str(exc) != self._last_error:  # once per distinct error, not once per retry
+            log.error("%s; spooling to %s meanwhile", exc, self.spool.path)
+            self._last_error = str(exc)
+
+    # --- health ----------------------------------------------------------------------------------
+
+    def status(self) -> contract.AggregatorStatus:
+        c = self.counters
+        return contract.AggregatorStatus(
+            site=self.site_id,
+            instance=self.config.instance,
+            time=datetime.now(timezone.utc),
+            started=self.started,
+            processed=c.processed,
+            stored=c.stored,
+            rejected=c.rejected,
+            deduplicated=c.deduplicated,
+            spooled=self.spool.points,
+            lag_s=round(c.lag_s, 3) if c.lag_s is not None else None,
+            database=c.database,  # type: ignore[arg-type]
+        )
+
+    def _report(self) -> None:
+        status = self.status()
+        self._open.lines.append(points.status(status))
+        self.reply(("publish", self.status_topic, contract.encode(status), True))

@@ -1,0 +1,113 @@
+"""Every device message checked against the contract and the site inventory before it counts.
+
+The contract (``lanewatch.contract``) checks the payload on its own: JSON, types, bounds, closed
+fields. This module adds what only the receiver can know: the site and the device exist, the ids in
+the payload match the topic, the device's clock is plausible, and the counts are physically possible
+for the entrance's width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Union
+
+from aggregator.config import ValidationConfig
+from lanewatch import contract
+from lanewatch.site.model import Device, Entrance, Site
+
+DEVICE_KINDS = ("count", "heartbeat", "availability")
+DeviceMessage = Union[contract.CountWindow, contract.Heartbeat, contract.Availability]
+
+
+class InvalidMessageError(ValueError):
+    """A message that must not be stored; the text is the reason, one line, for the log and the dead letter."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    kind: str
+    message: DeviceMessage
+    device: Device
+    entrance: Entrance
+
+
+class Validator:
+    def __init__(self, site: Site, config: ValidationConfig) -> None:
+        self.site_id = site.site.id
+        self.config = config
+        self.devices = {d.id: d for d in site.devices}
+        self.entrances = {e.id: e for e in site.entrances}
+        self.lines = {d.id: {line.name for line in d.lines} for d in site.devices}
+        self.max_future = timedelta(seconds=config.max_future_s)
+        self.max_age = timedelta(hours=config.max_age_h)
+
+    def check(self, topic: str, payload: bytes, now: datetime) -> Accepted:
+        """The decoded message with its device and entrance, or InvalidMessageError with the first rule it breaks."""
+        if len(payload) > contract.MAX_PAYLOAD_BYTES:
+            raise InvalidMessageError(f"payload is {len(payload)} bytes; the limit is {contract.MAX_PAYLOAD_BYTES}")
+        try:
+            kind, ids = contract.parse_topic(topic)
+        except contract.ContractError as exc:
+            raise InvalidMessageError(str(exc)) from None
+        if kind not in DEVICE_KINDS:
+            raise InvalidMessageError(f"a {kind} message is not a device message")
+        if ids["site"] != self.site_id:
+            raise InvalidMessageError(
+                f"site {ids['site']!r} in the topic is not this aggregator's site {self.site_id!r}"
+            )
+        device = self.devices.get(ids["device"])
+        if device is None:
+            raise InvalidMessageError(f"unknown device {ids['device']!r}: not in the site inventory")
+        try:
+            message = contract.decode(kind, payload)
+        except contract.ContractError as exc:
+            raise InvalidMessageError(f"invalid {kind}: {exc}") from None
+        assert isinstance(message, (contract.CountWindow, contract.Heartbeat, contract.Availability))
+        if message.site != self.site_id:
+            raise InvalidMessageError(f"site {message.site!r} in the payload differs from the topic's {self.site_id!r}")
+        if message.device != device.id:
+            raise InvalidMessageError(
+                f"device {message.device!r} in the payload differs from the topic's {device.id!r}"
+            )
+        entrance = self.entrances[device.entrance]
+        if isinstance(message, contract.CountWindow):
+            self._check_count(message, ids["line"], entrance, now)
+        elif isinstance(message, contract.Heartbeat):
+            self._check_time("time", message.time, now)
+        return Accepted(kind, message, device, entrance)
+
+    def _check_count(self, window: contract.CountWindow, topic_line: str, entrance: Entrance, now: datetime) -> None:
+        if window.line != topic_line:
+            raise InvalidMessageError(f"line {window.line!r} in the payload differs from the topic's {topic_line!r}")
+        if window.line not in self.lines[window.device]:
+            known = ", ".join(sorted(self.lines[window.device]))
+            raise InvalidMessageError(
+                f"line {window.line!r} is not a counting line of {window.device} in the inventory ({known})"
+            )
+        self._check_time("window_end", window.window_end, now)
+        seconds = (window.window_end - window.window_start).total_seconds()
+        limit = self._max_flow(entrance)
+        if window.in_ + window.out > limit * seconds + 10:
+            width = f"a {entrance.width_m:g} m wide entrance" if entrance.width_m else "an entrance"
+            raise InvalidMessageError(
+                f"{window.in_ + window.out} crossings in {seconds:g} s is more than {limit:g} people/s can pass "
+                f"{width}; check the counter"
+            )
+
+    def _max_flow(self, entrance: Entrance) -> float:
+        if entrance.width_m is None:
+            return self.config.max_flow_per_s
+        return self.config.max_flow_per_m_s * entrance.width_m
+
+    def _check_time(self, name: str, when: datetime, now: datetime) -> None:
+        if when > now + self.max_future:
+            raise InvalidMessageError(
+                f"{name} {when.isoformat()} is {(when - now).total_seconds():.0f} s ahead of the aggregator's clock "
+                f"(limit {self.config.max_future_s:g} s); check the device's NTP"
+            )
+        if when < now - self.max_age:
+            raise InvalidMessageError(
+                f"{name} {when.isoformat()} is older than {self.config.max_age_h:g} h; too late to count "
+                "(validation.max_age_h)"
+            )

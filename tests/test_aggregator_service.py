@@ -1,0 +1,276 @@
+"""The aggregator end to end: real devices' messages in through Mosquitto, exact totals out of InfluxDB.
+
+Every test compares what InfluxDB holds with what the simulated devices counted, per device and
+line: the same sums (nothing lost) from the same number of windows (nothing doubled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from aggregator import traffic
+from aggregator.bench import create_session
+from lanewatch import contract as c
+from lanewatch.services import InfluxDB, Mosquitto
+from lanewatch.site import load_site
+from tests.aggregators import (
+    AggregatorProcess,
+    all_stored,
+    expected_raw,
+    expected_totals,
+    stored_raw,
+    stored_totals,
+    windows_stored,
+)
+from tests.conftest import EXAMPLE_SITE, run_cli, wait_until
+
+SITE = load_site(EXAMPLE_SITE)
+
+
+@pytest.fixture
+def aggregators(tmp_path: Path) -> Iterator[Callable[..., AggregatorProcess]]:
+    """Aggregator processes for this test; whatever is left running is killed at the end."""
+    started: list[AggregatorProcess] = []
+
+    def make(broker: Mosquitto, influx: InfluxDB, database: str, **settings: object) -> AggregatorProcess:
+        process = AggregatorProcess(tmp_path, broker, influx, database, **settings)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.cleanup()
+
+
+def database() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def statuses(broker: Mosquitto) -> dict[str, c.AggregatorStatus]:
+    """The retained status of every aggregator instance."""
+    seen: dict[str, c.AggregatorStatus] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        status = c.decode("status", message.payload)
+        assert isinstance(status, c.AggregatorStatus)
+        seen[status.instance] = status
+
+    client.on_message = on_message
+    client.connect(broker.host, broker.port)
+    client.subscribe(c.subscription("status", site=SITE.site.id), qos=1)
+    client.loop_start()
+    wait_until(lambda: bool(seen), 5)
+    client.disconnect()
+    client.loop_stop()
+    return seen
+
+
+def publish(broker: Mosquitto, messages: list[traffic.Message]) -> None:
+    publisher = traffic.Publisher(broker.host, broker.port)
+    try:
+        publisher.send(messages)
+    finally:
+        publisher.close()
+
+
+def test_a_stream_is_stored_whole_and_rolled_up_into_every_zone(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    aggregator = aggregators(mosquitto, influxdb, db, instance="agg-stream", share_group="g-stream").start()
+    aggregator.wait_connected()
+    fleet = traffic.devices(SITE)
+    messages = list(traffic.stream(fleet, 30))
+    publish(mosquitto, messages)
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 60), (stored_totals(influxdb, db), aggregator.log())
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+    heartbeats = influxdb.query("SELECT count(fps) FROM heartbeat", db=db)["results"][0]["series"][0]["values"][0][1]
+    assert heartbeats == len(messages) - sum(w for _i, _o, w in expected_totals(fleet).values())
+    # Flows per entrance and minute are a query over the windows, exact whatever order they came in.
+    flows = influxdb.query('SELECT sum("in") FROM counts WHERE time > now() - 1h GROUP BY time(1m), entrance', db=db)
+    per_entrance = {s["tags"]["entrance"]: sum(v[1] or 0 for v in s["values"]) for s in flows["results"][0]["series"]}
+    assert per_entrance["nanhou-north"] == sum(t[0] for (d, _l), t in expected_totals(fleet).items()
+                                               if d.startswith("cam-nanhou-north"))  # fmt: skip
+    assert wait_until(lambda: statuses(mosquitto)["agg-stream"].stored == len(messages), 10)
+    status = statuses(mosquitto)["agg-stream"]
+    assert (status.processed, status.rejected, status.deduplicated, status.database) == (len(messages), 0, 0, "ok")
+    assert aggregator.stop() == 0
+    assert "stopped: processed" in aggregator.log()
+
+
+def test_influxdb_stopped_for_minutes_mid_stream_loses_and_doubles_nothing(
+    mosquitto: Mosquitto, fresh_influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    aggregator = aggregators(mosquitto, fresh_influxdb, db, instance="agg-outage", share_group="g-outage").start()
+    aggregator.wait_connected()
+    fleet = traffic.devices(SITE)
+    windows = traffic.stream(fleet, 150)
+    publish(mosquitto, [next(windows) for _ in range(500)])
+    fresh_influxdb.stop()
+    publish(mosquitto, [next(windows) for _ in range(2000)])  # acknowledged by the broker, spooled here
+    assert wait_until(lambda: statuses(mosquitto)["agg-outage"].spooled > 0, 30)
+    outage_end = time.monotonic() + 120  # InfluxDB stays down for two minutes
+    while time.monotonic() < outage_end:
+        publish(mosquitto, [m for _, m in zip(range(100), windows)])
+        time.sleep(5)
+    assert statuses(mosquitto)["agg-outage"].database == "unreachable"
+    fresh_influxdb.start()
+    publish(mosquitto, list(windows))
+    assert wait_until(lambda: all_stored(fresh_influxdb, db, fleet), 120), aggregator.log()[-3000:]
+    assert wait_until(lambda: statuses(mosquitto)["agg-outage"].spooled == 0, 30)
+    assert wait_until(lambda: stored_raw(fresh_influxdb, db) == expected_raw(SITE, fleet), 30)
+    log = aggregator.log()
+    for said in ("is unreachable", "spooling to", "spool drained"):
+        assert said in log
+
+
+def test_kill_9_of_the_aggregator_mid_drain_loses_and_doubles_nothing(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    settings = {"instance": "agg-kill", "share_group": "g-kill"}
+    create_session(mosquitto, "agg-kill", "g-kill", SITE.site.id)
+    fleet = traffic.devices(SITE)
+    publish(mosquitto, list(traffic.stream(fleet, 400)))  # queued while the aggregator is away
+    first = aggregators(mosquitto, influxdb, db, **settings).start()
+    first.wait_connected()
+    assert wait_until(lambda: windows_stored(influxdb, db) > 500, 60)
+    store = first.store_pid()
+    first.kill()
+    assert store is not None
+    assert wait_until(lambda: not Path(f"/proc/{store}").exists(), 30)  # the store process follows
+    assert not all_stored(influxdb, db, fleet)  # the kill came mid-drain
+    second = aggregators(mosquitto, influxdb, db, **settings).start()
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 120), second.log()
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+    assert "roll-up restored" in second.log()
+
+
+def test_a_dead_store_process_stops_the_aggregator_and_a_restart_continues(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    settings = {"instance": "agg-store", "share_group": "g-store"}
+    create_session(mosquitto, "agg-store", "g-store", SITE.site.id)
+    fleet = traffic.devices(SITE)
+    publish(mosquitto, list(traffic.stream(fleet, 300)))
+    first = aggregators(mosquitto, influxdb, db, **settings).start()
+    first.wait_connected()
+    assert wait_until(lambda: windows_stored(influxdb, db) > 500, 60)
+    store = first.store_pid()
+    assert store is not None
+    os.kill(store, 9)
+    assert first.process is not None
+    assert first.process.wait(60) != 0
+    assert "the store process stopped unexpectedly" in first.log()
+    aggregators(mosquitto, influxdb, db, **settings).start()
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 120)
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+
+
+def test_mosquitto_restarted_mid_drain_loses_and_doubles_nothing(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    create_session(fresh_mosquitto, "agg-broker", "g-broker", SITE.site.id)
+    fleet = traffic.devices(SITE)
+    publish(fresh_mosquitto, list(traffic.stream(fleet, 400)))
+    aggregator = aggregators(fresh_mosquitto, influxdb, db, instance="agg-broker", share_group="g-broker").start()
+    aggregator.wait_connected()
+    assert wait_until(lambda: windows_stored(influxdb, db) > 500, 60)
+    fresh_mosquitto.stop()
+    assert not all_stored(influxdb, db, fleet)
+    fresh_mosquitto.start()
+    aggregator.wait_connected(times=2)
+    publish(fresh_mosquitto, list(traffic.stream(fleet, 20)))  # and the devices carry on
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 120), aggregator.log()[-3000:]
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+
+
+def test_the_same_backlog_replayed_twice_counts_once(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    db = database()
+    aggregator = aggregators(mosquitto, influxdb, db, instance="agg-replay", share_group="g-replay").start()
+    aggregator.wait_connected()
+    fleet = traffic.devices(SITE)
+    backlog = list(traffic.stream(fleet, 50))
+    publish(mosquitto, backlog)
+    publish(mosquitto, backlog)
+    windows = sum(w for _i, _o, w in expected_totals(fleet).values())
+    assert wait_until(lambda: statuses(mosquitto)["agg-replay"].processed == 2 * len(backlog), 60)
+    assert wait_until(lambda: statuses(mosquitto)["agg-replay"].stored == 2 * len(backlog), 60)
+    assert stored_totals(influxdb, db) == expected_totals(fleet)
+    assert statuses(mosquitto)["agg-replay"].deduplicated == windows
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+
+
+def test_two_instances_sharing_the_stream_store_exactly_what_one_does(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    one, two = database(), database()
+    single = aggregators(mosquitto, influxdb, one, instance="agg-single", share_group="g-single").start()
+    pair = [
+        aggregators(mosquitto, influxdb, two, instance=f"agg-pair-{i}", share_group="g-pair", roles=["store"]).start()
+        for i in range(2)
+    ]
+    rollup = aggregators(mosquitto, influxdb, two, instance="agg-pair-rollup", share_group="g-pair-rollup",
+                         roles=["rollup"]).start()  # fmt: skip
+    for process in (single, *pair, rollup):
+        process.wait_connected()
+    fleet = traffic.devices(SITE)
+    messages = list(traffic.stream(fleet, 100))
+    publish(mosquitto, messages)
+    assert wait_until(lambda: all_stored(influxdb, one, fleet) and all_stored(influxdb, two, fleet), 90)
+    assert stored_totals(influxdb, one) == stored_totals(influxdb, two)
+    assert wait_until(lambda: stored_raw(influxdb, two) == stored_raw(influxdb, one) == expected_raw(SITE, fleet), 30)
+
+    def stored_by(*instances: str) -> list[int]:
+        seen = statuses(mosquitto)
+        return [seen[i].stored for i in instances if i in seen]
+
+    assert wait_until(lambda: stored_by("agg-single") == [len(messages)], 30)
+    assert wait_until(lambda: sum(stored_by("agg-pair-0", "agg-pair-1")) == len(messages), 30)
+    assert all(n > 0 for n in stored_by("agg-pair-0", "agg-pair-1"))  # the stream was split between them
+
+
+def test_a_broken_configuration_is_reported_line_by_line(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("instance: Aggregator One\ninfluxdb:\n  api: v3\n  batch_size: 0\n")
+    result = run_cli("aggregator", "run", "--config", str(config))
+    assert result.exit_code == 1
+    assert f"{config}:1: instance:" in result.stderr
+    assert f"{config}:3: influxdb.api:" in result.stderr
+    assert f"{config}:4: influxdb.batch_size:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dead_letters_say_why(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-dead", share_group="g-dead").start()
+    aggregator.wait_connected()
+    letters: list[dict] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
+    client.connect(mosquitto.host, mosquitto.port)
+    client.subscribe(c.subscription("deadletter", site=SITE.site.id), qos=1)
+    client.loop_start()
+    publish(mosquitto, [("lanewatch/v1/sanfang-qixiang/devices/cam-ghost/heartbeat", b"{}")])
+    assert wait_until(lambda: letters, 30)
+    client.disconnect()
+    client.loop_stop()
+    assert letters[0]["reason"] == "unknown device 'cam-ghost': not in the site inventory"
+    assert (letters[0]["payload_b64"], letters[0]["instance"]) == ("e30=", "agg-dead")
+    assert "rejected lanewatch/v1/sanfang-qixiang/devices/cam-ghost/heartbeat: unknown device" in aggregator.log()

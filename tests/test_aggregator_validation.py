@@ -1,0 +1,146 @@
+"""What the aggregator rejects, and the one-line reason it gives for each (it goes to the log and the dead letter)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from aggregator.config import ValidationConfig
+from aggregator.validation import InvalidMessageError, Validator
+from lanewatch import contract as c
+from lanewatch.site import load_site
+from tests.conftest import EXAMPLE_SITE
+from tests.samples import samples
+
+SITE = load_site(EXAMPLE_SITE)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+ROOT = "lanewatch/v1/sanfang-qixiang/devices"
+
+
+def window(**changes: Any) -> c.CountWindow:
+    base = samples()["count"]
+    fields = {"window_start": NOW - timedelta(seconds=5), "window_end": NOW, **changes}
+    return base.model_copy(update=fields)
+
+
+def payload(message: c.Message, **json_changes: Any) -> bytes:
+    data = json.loads(c.encode(message))
+    for key, value in json_changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    return json.dumps(data).encode()
+
+
+def check(topic: str, body: bytes) -> c.Message:
+    return Validator(SITE, ValidationConfig()).check(topic, body, NOW).message
+
+
+def test_a_valid_window_heartbeat_and_availability_pass_with_their_entrance() -> None:
+    validator = Validator(SITE, ValidationConfig())
+    count = window()
+    accepted = validator.check(c.topic_for(count), c.encode(count), NOW)
+    assert accepted.entrance.id == "yijin-west"
+    assert accepted.message == count
+    beat = samples()["heartbeat"].model_copy(update={"time": NOW})
+    assert validator.check(c.topic_for(beat), c.encode(beat), NOW).message == beat
+    online = samples()["availability"]
+    assert validator.check(c.topic_for(online), c.encode(online), NOW).kind == "availability"
+
+
+COUNT_TOPIC = f"{ROOT}/cam-yijin-west/counts/gate"
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "reason"),
+    [
+        (COUNT_TOPIC, b"{not json", "invalid count: payload: Invalid JSON"),
+        (COUNT_TOPIC, b"\xff\xfe\x00binary", "invalid count: payload: Invalid JSON"),
+        (COUNT_TOPIC, payload(window(), **{"in": "12"}), "invalid count: in: Input should be a valid integer"),
+        (COUNT_TOPIC, payload(window(), total_out=None), "invalid count: total_out: Field required"),
+        (COUNT_TOPIC, payload(window(), image="aGVsbG8="), "invalid count: image: Extra inputs are not permitted"),
+        (COUNT_TOPIC, payload(window(), out=-1), "invalid count: out: Input should be greater than or equal to 0"),
+        (COUNT_TOPIC, payload(window(), seq=2**60), "invalid count: seq: Input should be less than or equal to"),
+        (
+            f"{ROOT}/cam-nowhere/counts/gate",
+            payload(window(device="cam-nowhere")),
+            "unknown device 'cam-nowhere': not in the site inventory",
+        ),
+        (
+            f"{ROOT}/cam-wenru-west/counts/gate",
+            payload(window()),
+            "device 'cam-yijin-west' in the payload differs from the topic's 'cam-wenru-west'",
+        ),
+        (
+            f"{ROOT}/cam-yijin-west/counts/exit",
+            payload(window()),
+            "line 'gate' in the payload differs from the topic's 'exit'",
+        ),
+        (
+            f"{ROOT}/cam-yijin-west/counts/exit",
+            payload(window(line="exit")),
+            "line 'exit' is not a counting line of cam-yijin-west in the inventory (gate)",
+        ),
+        (
+            COUNT_TOPIC,
+            payload(window(window_start=NOW + timedelta(hours=1), window_end=NOW + timedelta(hours=1, seconds=5))),
+            "s ahead of the aggregator's clock (limit 300 s); check the device's NTP",
+        ),
+        (
+            COUNT_TOPIC,
+            payload(window(window_start=NOW - timedelta(days=9, seconds=5), window_end=NOW - timedelta(days=9))),
+            "is older than 192 h; too late to count (validation.max_age_h)",
+        ),
+        (
+            COUNT_TOPIC,
+            payload(window(in_=400, out=0, total_in=48_600)),
+            "400 crossings in 5 s is more than 22.5 people/s can pass a 4.5 m wide entrance; check the counter",
+        ),
+        (COUNT_TOPIC, b"{" + b" " * c.MAX_PAYLOAD_BYTES + b"}", f"bytes; the limit is {c.MAX_PAYLOAD_BYTES}"),
+        (
+            "lanewatch/v1/other-site/devices/cam-yijin-west/counts/gate",
+            payload(window()),
+            "site 'other-site' in the topic is not this aggregator's site 'sanfang-qixiang'",
+        ),
+        (
+            COUNT_TOPIC,
+            payload(window(), site="other-site"),
+            "site 'other-site' in the payload differs from the topic's 'sanfang-qixiang'",
+        ),
+        (f"{ROOT}/cam-yijin-west/firmware", b"{}", "is not a LaneWatch lanewatch/v1 topic"),
+        (
+            f"{ROOT}/cam-yijin-west/heartbeat",
+            payload(samples()["heartbeat"].model_copy(update={"time": NOW}), fps=None),
+            "invalid heartbeat: fps: Field required",
+        ),
+        (
+            f"{ROOT}/cam-yijin-west/availability",
+            payload(samples()["availability"], state="asleep"),
+            "invalid availability: state: Input should be 'online' or 'offline'",
+        ),
+    ],
+    ids=[
+        "bad-json", "binary", "string-count", "missing-field", "extra-field", "negative", "absurd-seq",
+        "unknown-device", "device-mismatch", "line-mismatch", "unknown-line", "future", "too-old",
+        "beyond-physical-flow", "oversized", "other-site-topic", "other-site-payload", "not-our-topic",
+        "heartbeat-missing-field", "availability-bad-state",
+    ],
+)  # fmt: skip
+def test_each_broken_message_is_rejected_with_its_reason(topic: str, body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessageError) as caught:
+        check(topic, body)
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)  # one line in the log
+
+
+def test_the_flow_limit_follows_the_entrance_width() -> None:
+    """Nanhou Street's 11 m gate passes more people per window than a 4.5 m lane mouth."""
+    wide = window(device="cam-nanhou-north-a", line="west-half", in_=200, out=0, total_in=48_400)
+    assert check(c.topic_for(wide), c.encode(wide)) == wide
+    narrow = window(in_=200, out=0, total_in=48_400)
+    with pytest.raises(InvalidMessageError):
+        check(c.topic_for(narrow), c.encode(narrow))
