@@ -280,7 +280,7 @@ def run_bench(
         assert isinstance(broker, Mosquitto)
         assert isinstance(database, InfluxDB)
         say(f"bare paho subscriber x{instances} draining ...")
-        bare = bare_drain(broker, site.site.id, backlog, instances, receive_max=3 * 5000)
+        bare = bare_drain(broker, site.site.id, backlog, instances, receive_max=65_535)
         say(f"  {bare.rate:,.0f} messages/s")
         say(f"aggregator x{instances} draining into InfluxDB ...")
         agg = aggregator_drain(broker, database, folder, site_file, site, backlog, instances)

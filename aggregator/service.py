@@ -44,13 +44,14 @@ class Aggregator:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self._lock = threading.Lock()  # the open chunk and the pipe to the store process
+        self._lock = threading.Lock()  # the open chunk, the pending chunks, the connection generation
         self._items: list[tuple[str, bytes]] = []
         self._mids: list[int] = []
         self._next_chunk = 0
         self._pending: dict[int, tuple[int, list[int]]] = {}  # chunk id -> (connection, message ids)
         self._generation = 0
         self._stop = threading.Event()
+        self._full = threading.Event()  # a chunk's worth is waiting
         self._closing = False
         self._to_store: Optional[Connection] = None
         self.connected = threading.Event()
@@ -87,19 +88,19 @@ class Aggregator:
                                   properties=properties)  # fmt: skip
         self.client.loop_start()
         try:
-            while not self._stop.wait(self.config.influxdb.flush_interval_s / 2):
-                with self._lock:
-                    self._send_chunk()
+            while not self._stop.is_set():
+                self._full.wait(self.config.influxdb.flush_interval_s / 2)
+                self._send_chunk()
         finally:
             self._closing = True  # from here on, messages stay unacknowledged for the next start
-            with self._lock:
-                self._send_chunk()
+            self._send_chunk()
             self._finish(worker, replies)
             self.client.disconnect()
             self.client.loop_stop()
 
     def stop(self) -> None:
         self._stop.set()
+        self._full.set()
 
     def _finish(self, worker: Any, replies: threading.Thread) -> None:
         """Let the store process write what it has, take its last replies, and wait for it."""
@@ -130,6 +131,7 @@ class Aggregator:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        """Only collect: paho's thread must never wait (it also answers the broker's keepalive)."""
         if self._closing:
             return
         with self._lock:
@@ -137,16 +139,24 @@ class Aggregator:
             if message.qos:
                 self._mids.append(message.mid)
             if len(self._items) >= CHUNK:
-                self._send_chunk()
+                self._full.set()
+
+    # --- the main thread -------------------------------------------------------------------------
 
     def _send_chunk(self) -> None:
-        """Hand the open chunk to the store process (caller holds the lock); blocks while it is behind."""
-        if not self._items:
-            return
-        chunk: Chunk = (self._next_chunk, self._items)
-        self._pending[self._next_chunk] = (self._generation, self._mids)
-        self._next_chunk += 1
-        self._items, self._mids = [], []
+        """Hand what was collected to the store process; blocks while it is behind.
+
+        Meanwhile paho keeps collecting, up to the 65,535 unacknowledged messages the broker may
+        send (Receive Maximum): memory stays bounded whatever happens to the database.
+        """
+        with self._lock:
+            self._full.clear()
+            if not self._items:
+                return
+            chunk: Chunk = (self._next_chunk, self._items)
+            self._pending[self._next_chunk] = (self._generation, self._mids)
+            self._next_chunk += 1
+            self._items, self._mids = [], []
         assert self._to_store is not None
         with contextlib.suppress(OSError):  # the store process is gone; the replies thread stops everything
             self._to_store.send(chunk)
@@ -161,7 +171,7 @@ class Aggregator:
                 if not self._closing:
                     self.failed = "the store process stopped unexpectedly (see the log above)"
                     log.error(self.failed)
-                    self._stop.set()
+                    self.stop()
                 return
             if reply[0] == "stored":
                 with self._lock:

@@ -267,14 +267,17 @@ def report() -> None:
 def demo(site_file: Path, state_dir: Optional[Path]) -> None:
     """Run the whole site on this machine (Ctrl-C stops it).
 
-    Starts Mosquitto and InfluxDB on free loopback ports, loads the site and keeps them running
-    until Ctrl-C, then stops everything it started. In this release the devices and the aggregator
-    are not part of it yet; the broker and database are ready for them.
+    Starts Mosquitto and InfluxDB on free loopback ports and the aggregator for the site, and keeps
+    them running until Ctrl-C, then stops everything it started. In this release the devices are
+    not part of it yet: point agents (or any MQTT client speaking the contract) at the broker.
     """
     import signal
     import tempfile
+    import threading
     import time
 
+    from aggregator.config import AggregatorConfig
+    from aggregator.service import Aggregator
     from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 
     def stop_on(signum: int, _frame: object) -> None:
@@ -290,12 +293,22 @@ def demo(site_file: Path, state_dir: Optional[Path]) -> None:
     root = state_dir or Path(tempfile.mkdtemp(prefix="lanewatch-demo-"))
     click.echo(_render(loaded))
     broker, database = Mosquitto(root / "mosquitto"), InfluxDB(root / "influxdb")
+    aggregator: Optional[Aggregator] = None
+    thread = threading.Thread()
     try:
         broker.start()
         database.start()
-        database.query(f'CREATE DATABASE "{loaded.site.id}"')
+        config = AggregatorConfig.model_validate({
+            "state_dir": str(root / "aggregator"),
+            "broker": {"host": broker.host, "port": broker.port},
+            "influxdb": {"url": database.url, "database": loaded.site.id},
+        })  # fmt: skip
+        aggregator = Aggregator(loaded, config)
+        thread = threading.Thread(target=aggregator.run, name="aggregator")
+        thread.start()
         click.echo(f"\nMQTT broker   {broker.url}   (topics: lanewatch contract topics --site {loaded.site.id})")
         click.echo(f"InfluxDB      {database.url}   database {loaded.site.id}")
+        click.echo(f"Aggregator    {config.instance}   (status: lanewatch/v1/{loaded.site.id}/aggregator/+/status)")
         click.echo(f"State folder  {root}")
         click.echo("Running. Press Ctrl-C to stop.")
         while True:
@@ -303,12 +316,18 @@ def demo(site_file: Path, state_dir: Optional[Path]) -> None:
             for server in (broker, database):
                 if server.process is not None and server.process.poll() is not None:
                     raise ServiceError(f"{server.name} stopped unexpectedly; its log ends with:\n{server.log_tail()}")
+            if not thread.is_alive():
+                raise ServiceError(aggregator.failed or "the aggregator stopped unexpectedly")
     except ServiceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("\nStopping.")
     finally:
+        if aggregator is not None:
+            aggregator.stop()
+        if thread.is_alive():
+            thread.join()
         database.stop()
         broker.stop()
 

@@ -127,3 +127,31 @@ def test_influxdb_2x_writes_through_influxdb_client_are_stored(victoria_metrics:
 def test_the_v2_path_needs_org_and_bucket() -> None:
     with pytest.raises(ValueError, match="api v2 needs org and bucket"):
         InfluxConfig(api="v2", org="lanewatch")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "says"),
+    [
+        (503, UnavailableError, "answered 503"),
+        (500, UnavailableError, "answered 500"),
+        (429, UnavailableError, "answered 429"),
+        (401, RefusedError, "check influxdb.username/password"),
+        (403, RefusedError, "check influxdb.username/password"),
+        (413, RefusedError, "lower influxdb.batch_size"),
+        (400, PointsRefusedError, "refused the points (400)"),
+    ],
+)
+def test_http_answers_are_sorted_into_retry_fix_or_set_aside(status: int, kind: type, says: str) -> None:
+    """5xx and 429 are retried (with the spool behind them); other 4xx say what to fix."""
+    from aggregator.influx import _classify
+
+    error = _classify(status, '{"error":"x"}', InfluxConfig())
+    assert isinstance(error, kind)
+    assert says in str(error)
+
+
+def test_a_v2_refusal_names_the_token() -> None:
+    from aggregator.influx import _classify
+
+    error = _classify(401, "unauthorized", InfluxConfig(api="v2", org="o", bucket="b"))
+    assert "check influxdb.token (token_env or token_file)" in str(error)

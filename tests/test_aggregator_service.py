@@ -55,8 +55,8 @@ def database() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def statuses(broker: Mosquitto) -> dict[str, c.AggregatorStatus]:
-    """The retained status of every aggregator instance."""
+def statuses(broker: Mosquitto, *instances: str) -> dict[str, c.AggregatorStatus]:
+    """The retained status of every aggregator instance (waiting a little for the named ones)."""
     seen: dict[str, c.AggregatorStatus] = {}
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
 
@@ -69,10 +69,14 @@ def statuses(broker: Mosquitto) -> dict[str, c.AggregatorStatus]:
     client.connect(broker.host, broker.port)
     client.subscribe(c.subscription("status", site=SITE.site.id), qos=1)
     client.loop_start()
-    wait_until(lambda: bool(seen), 5)
+    wait_until(lambda: bool(seen) and all(i in seen for i in instances), 5)
     client.disconnect()
     client.loop_stop()
     return seen
+
+
+def status_of(broker: Mosquitto, instance: str) -> c.AggregatorStatus:
+    return statuses(broker, instance)[instance]
 
 
 def publish(broker: Mosquitto, messages: list[traffic.Message]) -> None:
@@ -101,8 +105,8 @@ def test_a_stream_is_stored_whole_and_rolled_up_into_every_zone(
     per_entrance = {s["tags"]["entrance"]: sum(v[1] or 0 for v in s["values"]) for s in flows["results"][0]["series"]}
     assert per_entrance["nanhou-north"] == sum(t[0] for (d, _l), t in expected_totals(fleet).items()
                                                if d.startswith("cam-nanhou-north"))  # fmt: skip
-    assert wait_until(lambda: statuses(mosquitto)["agg-stream"].stored == len(messages), 10)
-    status = statuses(mosquitto)["agg-stream"]
+    assert wait_until(lambda: status_of(mosquitto, "agg-stream").stored == len(messages), 10)
+    status = status_of(mosquitto, "agg-stream")
     assert (status.processed, status.rejected, status.deduplicated, status.database) == (len(messages), 0, 0, "ok")
     assert aggregator.stop() == 0
     assert "stopped: processed" in aggregator.log()
@@ -119,16 +123,16 @@ def test_influxdb_stopped_for_minutes_mid_stream_loses_and_doubles_nothing(
     publish(mosquitto, [next(windows) for _ in range(500)])
     fresh_influxdb.stop()
     publish(mosquitto, [next(windows) for _ in range(2000)])  # acknowledged by the broker, spooled here
-    assert wait_until(lambda: statuses(mosquitto)["agg-outage"].spooled > 0, 30)
+    assert wait_until(lambda: status_of(mosquitto, "agg-outage").spooled > 0, 30)
     outage_end = time.monotonic() + 120  # InfluxDB stays down for two minutes
     while time.monotonic() < outage_end:
         publish(mosquitto, [m for _, m in zip(range(100), windows)])
         time.sleep(5)
-    assert statuses(mosquitto)["agg-outage"].database == "unreachable"
+    assert status_of(mosquitto, "agg-outage").database == "unreachable"
     fresh_influxdb.start()
     publish(mosquitto, list(windows))
     assert wait_until(lambda: all_stored(fresh_influxdb, db, fleet), 120), aggregator.log()[-3000:]
-    assert wait_until(lambda: statuses(mosquitto)["agg-outage"].spooled == 0, 30)
+    assert wait_until(lambda: status_of(mosquitto, "agg-outage").spooled == 0, 30)
     assert wait_until(lambda: stored_raw(fresh_influxdb, db) == expected_raw(SITE, fleet), 30)
     log = aggregator.log()
     for said in ("is unreachable", "spooling to", "spool drained"):
@@ -209,10 +213,10 @@ def test_the_same_backlog_replayed_twice_counts_once(
     publish(mosquitto, backlog)
     publish(mosquitto, backlog)
     windows = sum(w for _i, _o, w in expected_totals(fleet).values())
-    assert wait_until(lambda: statuses(mosquitto)["agg-replay"].processed == 2 * len(backlog), 60)
-    assert wait_until(lambda: statuses(mosquitto)["agg-replay"].stored == 2 * len(backlog), 60)
+    assert wait_until(lambda: status_of(mosquitto, "agg-replay").processed == 2 * len(backlog), 60)
+    assert wait_until(lambda: status_of(mosquitto, "agg-replay").stored == 2 * len(backlog), 60)
     assert stored_totals(influxdb, db) == expected_totals(fleet)
-    assert statuses(mosquitto)["agg-replay"].deduplicated == windows
+    assert status_of(mosquitto, "agg-replay").deduplicated == windows
     assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
 
 
@@ -237,7 +241,7 @@ def test_two_instances_sharing_the_stream_store_exactly_what_one_does(
     assert wait_until(lambda: stored_raw(influxdb, two) == stored_raw(influxdb, one) == expected_raw(SITE, fleet), 30)
 
     def stored_by(*instances: str) -> list[int]:
-        seen = statuses(mosquitto)
+        seen = statuses(mosquitto, *instances)
         return [seen[i].stored for i in instances if i in seen]
 
     assert wait_until(lambda: stored_by("agg-single") == [len(messages)], 30)
@@ -274,3 +278,12 @@ def test_dead_letters_say_why(
     assert letters[0]["reason"] == "unknown device 'cam-ghost': not in the site inventory"
     assert (letters[0]["payload_b64"], letters[0]["instance"]) == ("e30=", "agg-dead")
     assert "rejected lanewatch/v1/sanfang-qixiang/devices/cam-ghost/heartbeat: unknown device" in aggregator.log()
+
+
+def test_the_bench_measures_both_consumers_on_the_same_backlog() -> None:
+    result = run_cli("aggregator", "bench", "--devices", "30", "--windows", "10", "--json")
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["messages"] == figures["bare"]["messages"] == figures["aggregator"]["messages"] == 30 * 10 + 30 * 2
+    assert figures["ratio"] == round(figures["aggregator"]["rate"] / figures["bare"]["rate"], 3)
+    assert "draining into InfluxDB" in result.stderr

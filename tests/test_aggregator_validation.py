@@ -144,3 +144,12 @@ def test_the_flow_limit_follows_the_entrance_width() -> None:
     narrow = window(in_=200, out=0, total_in=48_400)
     with pytest.raises(InvalidMessageError):
         check(c.topic_for(narrow), c.encode(narrow))
+
+
+def test_the_example_configuration_is_valid() -> None:
+    from aggregator.config import load_aggregator_config
+    from tests.conftest import REPO
+
+    config = load_aggregator_config(REPO / "firmware_config" / "aggregator.yaml")
+    assert config.roles == ["store", "rollup"]
+    assert config.influxdb.database == "sanfang-qixiang"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lanewatch import __version__
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, wait_until
 
 GROUPS = {
     "agent": "counting device at a lane entrance",
@@ -77,14 +76,36 @@ def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path, 
     assert len(pids) == 2, text
     assert "MQTT broker   mqtt://127.0.0.1:" in text
     assert "InfluxDB      http://127.0.0.1:" in text
+    assert "Aggregator    aggregator-1" in text
+    assert wait_until(lambda: children(demo.pid), 30)
+    pids += children(demo.pid)  # the aggregator's store process and multiprocessing's helper
 
     demo.send_signal(stop)
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, text + rest
     assert "Stopping." in rest
     for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert wait_until(lambda pid=pid: not alive(pid), 10), pid
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def test_the_command_starts_without_the_heavy_libraries() -> None:
