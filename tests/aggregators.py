@@ -20,13 +20,13 @@ from tests.conftest import EXAMPLE_SITE, wait_until
 
 
 class AggregatorProcess:
-    def __init__(self, folder: Path, broker: Mosquitto, influx: InfluxDB, database: str, **settings: Any) -> None:
+    def __init__(self, folder: Path, server: Mosquitto, influx: InfluxDB, database: str, **settings: Any) -> None:
         self.instance = settings.get("instance", "aggregator-1")
         self.folder = folder / self.instance
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config = {
             "state_dir": str(self.folder / "state"),
-            "broker": {"host": broker.host, "port": broker.port, "keepalive_s": 5},
+            "broker": {"host": server.host, "port": server.port, "keepalive_s": 5},
             "influxdb": {"url": influx.url, "database": database, "spool_after_s": 1.0},
             "status_s": 0.5,
             **settings,

@@ -31,7 +31,7 @@ from tests.aggregators import (
     stored_totals,
     windows_stored,
 )
-from tests.conftest import EXAMPLE_SITE, run_cli, wait_until
+from tests.conftest import EXAMPLE_SITE, SecureBroker, run_cli, wait_until
 
 SITE = load_site(EXAMPLE_SITE)
 
@@ -41,8 +41,8 @@ def aggregators(tmp_path: Path) -> Iterator[Callable[..., AggregatorProcess]]:
     """Aggregator processes for this test; whatever is left running is killed at the end."""
     started: list[AggregatorProcess] = []
 
-    def make(broker: Mosquitto, influx: InfluxDB, database: str, **settings: object) -> AggregatorProcess:
-        process = AggregatorProcess(tmp_path, broker, influx, database, **settings)
+    def make(server: Mosquitto, influx: InfluxDB, database: str, **settings: object) -> AggregatorProcess:
+        process = AggregatorProcess(tmp_path, server, influx, database, **settings)
         started.append(process)
         return process
 
@@ -287,3 +287,31 @@ def test_the_bench_measures_both_consumers_on_the_same_backlog() -> None:
     assert figures["messages"] == figures["bare"]["messages"] == figures["aggregator"]["messages"] == 30 * 10 + 30 * 2
     assert figures["ratio"] == round(figures["aggregator"]["rate"] / figures["bare"]["rate"], 3)
     assert "draining into InfluxDB" in result.stderr
+
+
+def test_the_aggregator_works_through_the_generated_tls_and_acls(
+    secure_broker: SecureBroker, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """Logged in as the inventory's `aggregator` user over TLS: it reads the devices, writes its status."""
+    db = database()
+    login = {**secure_broker.credentials("aggregator"), "keepalive_s": 5}
+    aggregator = aggregators(secure_broker.server, influxdb, db, instance="agg-tls", broker=login).start()
+    aggregator.wait_connected()
+    device = secure_broker.client("cam-yijin-west")
+    device.connect(secure_broker.server.host, secure_broker.server.port)
+    device.loop_start()
+    fleet = traffic.devices(SITE, only=["cam-yijin-west"])
+    for topic, payload in traffic.stream(fleet, 5):
+        device.publish(topic, payload, qos=1).wait_for_publish(10)
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 30), aggregator.log()
+    device.disconnect()
+    device.loop_stop()
+    watcher = secure_broker.client("control-room")
+    seen: list[bytes] = []
+    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
+    watcher.connect(secure_broker.server.host, secure_broker.server.port)
+    watcher.subscribe(c.subscription("status", site=SITE.site.id), qos=1)
+    watcher.loop_start()
+    assert wait_until(lambda: seen, 10)  # the ACL lets the aggregator publish its status
+    watcher.disconnect()
+    watcher.loop_stop()
