@@ -84,6 +84,31 @@ class ValidationConfig(_Section):
     max_flow_per_s: float = Field(default=50.0, gt=0, description="the same limit for entrances of unknown width")
 
 
+class LevelRule(_Section):
+    """When a zone turns yellow or red, and when it may go back."""
+
+    yellow_at: float = Field(default=0.8, gt=0, description="share of capacity that warns (80 %)")
+    red_at: float = Field(default=1.0, gt=0, description="share of capacity that stops entry (100 %)")
+    clear_margin: float = Field(default=0.1, ge=0, lt=1, description="a level clears only this far below it")
+    dwell_s: float = Field(default=300.0, ge=0, description="seconds below the clear threshold before stepping down")
+    density_yellow: Optional[float] = Field(default=0.72, gt=0, description="persons/m² (Fruin walkway level D)")
+    density_red: Optional[float] = Field(default=1.08, gt=0, description="persons/m² (Fruin walkway level E)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelRule:
+        if self.yellow_at >= self.red_at:
+            raise ValueError(f"yellow_at ({self.yellow_at}) must be below red_at ({self.red_at})")
+        return self
+
+
+class LevelsConfig(_Section):
+    default: LevelRule = LevelRule()
+    zones: dict[Id, LevelRule] = Field(default_factory=dict, description="rules for particular zones")
+    device_timeout_s: float = Field(
+        default=90.0, gt=0, description="a device silent this long (3 heartbeats) makes its zones unknown"
+    )
+
+
 class AggregatorConfig(_Section):
     instance: Id = Field(default="aggregator-1", description="this instance's id; also its MQTT client id")
     share_group: Id = Field(
@@ -100,6 +125,7 @@ class AggregatorConfig(_Section):
     broker: BrokerConfig = BrokerConfig()
     influxdb: InfluxConfig = InfluxConfig()
     validation: ValidationConfig = ValidationConfig()
+    levels: LevelsConfig = LevelsConfig()
 
     @model_validator(mode="after")
     def _distinct_roles(self) -> AggregatorConfig:

@@ -98,6 +98,14 @@ def correction(site: str, zone_id: str, reason: str, delta: int, before: int, wh
     return f"corrections,site={site},zone={zone_id},reason={reason} delta={delta}i,before={before}i {ns(when)}"
 
 
+def level(site: str, zone_id: str, level: str, previous: str, reason: str, coverage: float, when: datetime) -> str:
+    rank = {"unknown": -1, "green": 0, "yellow": 1, "red": 2}[level]
+    return (
+        f"levels,site={site},zone={zone_id} level={_string(level)},previous={_string(previous)},rank={rank}i,"
+        f"coverage={coverage!r},reason={_string(reason)} {ns(when)}"
+    )
+
+
 def status(message: contract.AggregatorStatus) -> str:
     fields = (
         f"processed={message.processed}i,stored={message.stored}i,rejected={message.rejected}i,"

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
-from aggregator import points
+from aggregator import notices, points
 from aggregator.config import AggregatorConfig
 from aggregator.influx import Database, DatabaseError, PointsRefusedError, RefusedError, UnavailableError, rows
+from aggregator.levels import Change, LevelEngine
 from aggregator.rollup import LineState, RollUp
 from aggregator.spool import Spool
 from aggregator.validation import InvalidMessageError, Validator
@@ -99,11 +100,20 @@ class Store:
         self.dedup = Dedup()
         self.counters = Counters()
         self.started = datetime.now(timezone.utc)
+        self.started_monotonic = time.monotonic()
+        self.devices = [d.id for d in site.devices]
         self.zones_of = {e.id: e.zone or "" for e in site.entrances}
         self.status_topic = contract.KINDS["status"].template.format(site=self.site_id, instance=config.instance)
         self.deadletter_topic = contract.KINDS["deadletter"].template.format(
             site=self.site_id, instance=config.instance
         )
+        self.levels = LevelEngine(site, config.levels) if self.rollup is not None else None
+        self.site = site
+        self.devices_of = {e.id: [d.id for d in site.devices_at(e.id)] for e in site.entrances}
+        self.boundary = {z.id: [e.id for e, _sign in site.boundary_entrances(z.id)] for z in site.zones}
+        self.last_seen: dict[str, float] = {}  # device -> monotonic time of its last message
+        self.offline: set[str] = set()
+        self.camera_failed: set[str] = set()
         self._open = _Open()
         self._batches: queue.Queue[Optional[Batch]] = queue.Queue(maxsize=4)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -195,6 +205,7 @@ class Store:
                 continue
             body = accepted.message
             entrance = accepted.entrance.id
+            self._saw(body)
             if isinstance(body, contract.CountWindow):
                 if self.dedup.seen(body.device, body.boot_id, body.seq):
                     self.counters.deduplicated += 1
@@ -226,15 +237,73 @@ class Store:
         )
         self.reply(("publish", self.deadletter_topic, contract.encode(letter), False))
 
+    def _saw(self, body: contract.Message) -> None:
+        """Keep track of which devices are alive: their zones are unknown without them."""
+        device = getattr(body, "device", "")
+        self.last_seen[device] = time.monotonic()
+        if isinstance(body, contract.Availability):
+            (self.offline.add if body.state == "offline" else self.offline.discard)(device)
+        elif isinstance(body, contract.Heartbeat):
+            (self.camera_failed.add if body.camera == "failed" else self.camera_failed.discard)(device)
+
+    def _dead(self) -> set[str]:
+        timeout = self.config.levels.device_timeout_s
+        now = time.monotonic()
+        silent = {d for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
+        return silent | self.offline | self.camera_failed
+
+    def _evaluate_levels(self) -> None:
+        """Every zone's level after the latest data; notices and retained state for every change."""
+        assert self.rollup is not None
+        assert self.levels is not None
+        zones = self.rollup.zones()
+        times = [z.time for z in zones if z.time is not None]
+        if not times:
+            return
+        when = max(times)  # the data's own clock, so that dwell times hold in replays too
+        dead = self._dead()
+        changes = []
+        for state in zones:
+            boundary = self.boundary[state.zone]
+            missing = sorted({d for e in boundary for d in self.devices_of[e] if d in dead})
+            covered = [e for e in boundary if not any(d in dead for d in self.devices_of[e])]
+            coverage = len(covered) / len(boundary) if boundary else 1.0
+            change = self.levels.update(state, coverage, missing, when)
+            if change is not None:
+                changes.append(change)
+        shares = {z.zone: z.occupancy / z.capacity for z in zones}
+        for change in changes:
+            self._announce(change, shares)
+
+    def _announce(self, change: Change, shares: dict[str, float]) -> None:
+        assert self.levels is not None
+        state = notices.level_state(self.site, change)
+        self.reply(("publish", contract.topic_for(state), contract.encode(state), True))
+        message = notices.notice(self.site, change, self.levels.level, shares.__getitem__)
+        payload = contract.encode(message)
+        for topic in notices.topics(self.site, message):
+            self.reply(("publish", topic, payload, False))
+        self._open.lines.append(points.level(self.site_id, change.zone, change.level, change.previous,
+                                             change.reason, change.coverage, change.time))  # fmt: skip
+        log.info("zone %s: %s -> %s (%s)", change.zone, change.previous, change.level, change.reason)
+
     def cut(self) -> None:
         """Hand the open batch to the writer; blocks while the writer is behind (the intake then waits)."""
         if self.rollup is not None:
+            if self.levels is not None and self._levels_due():
+                self._evaluate_levels()
             self._open.lines.extend(self.rollup.take_points())
         batch = self._open
         if not batch.lines and not batch.chunks:
             return
         self._open = _Open()
         self._batches.put(Batch(batch.lines, batch.chunks, batch.messages, batch.latest))
+
+    def _levels_due(self) -> bool:
+        """After a start, wait until every device was heard (or the timeout passed): no false unknowns."""
+        if len(self.last_seen) >= len(self.devices):
+            return True
+        return time.monotonic() - self.started_monotonic > self.config.levels.device_timeout_s
 
     # --- the writer thread -----------------------------------------------------------------------
 

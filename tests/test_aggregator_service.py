@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -315,3 +316,55 @@ def test_the_aggregator_works_through_the_generated_tls_and_acls(
     assert wait_until(lambda: seen, 10)  # the ACL lets the aggregator publish its status
     watcher.disconnect()
     watcher.loop_stop()
+
+
+def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """On a broker of its own: no other aggregator's retained levels."""
+    mosquitto = fresh_mosquitto
+    aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-levels", share_group="g-levels").start()
+    aggregator.wait_connected()
+    received: list[tuple[str, bytes]] = []
+    staff = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    staff.on_message = lambda _c, _u, m: received.append((m.topic, m.payload))
+    staff.connect(mosquitto.host, mosquitto.port)
+    staff.subscribe([("lanewatch/v1/sanfang-qixiang/zones/yijin/notices", 1),
+                     ("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1),
+                     ("lanewatch/v1/sanfang-qixiang/entrances/yijin-west/notices", 1)])  # fmt: skip
+    staff.loop_start()
+    fleet = traffic.devices(SITE)
+    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    publish(mosquitto, list(traffic.stream(fleet, 2, start=start, people=0)))  # every device heard: all green
+    assert wait_until(lambda: any(t.endswith("/level") and b'"level":"green"' in p for t, p in list(received)), 30)
+    gate = next(d for d in fleet if d.device == "cam-yijin-west")
+    windows = [gate.window("gate", start + timedelta(seconds=20 + 5 * i), 5.0, 0) for i in range(14)]
+    crowd = [w.model_copy(update={"in_": 100, "total_in": w.total_in + 100 * (i + 1)}) for i, w in enumerate(windows)]
+    publish(mosquitto, [(c.topic_for(w), c.encode(w)) for w in crowd])  # 1,400 people into a 1,300 grid
+
+    def red() -> dict[str, c.DiversionNotice]:
+        """Red notices by topic."""
+        found = {t: c.decode("zone_notice", p) for t, p in list(received) if t.endswith("/notices")}
+        return {t: n for t, n in found.items() if isinstance(n, c.DiversionNotice) and n.level == "red"}
+
+    assert wait_until(lambda: set(red()) == {
+        "lanewatch/v1/sanfang-qixiang/zones/yijin/notices",
+        "lanewatch/v1/sanfang-qixiang/entrances/yijin-west/notices"}, 30), aggregator.log()[-2000:]  # fmt: skip
+    notice = red()["lanewatch/v1/sanfang-qixiang/zones/yijin/notices"]
+    assert notice.occupancy == 1400
+    assert notice.previous_level in ("green", "yellow")  # it was green a moment ago
+    assert "yijin-west" in notice.actions.close_inbound
+    staff.disconnect()
+    staff.loop_stop()
+    late = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)  # a phone that connects later
+    levels: list[bytes] = []
+    late.on_message = lambda _c, _u, m: levels.append(m.payload)
+    late.connect(mosquitto.host, mosquitto.port)
+    late.subscribe("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1)
+    late.loop_start()
+    assert wait_until(lambda: levels, 10)
+    late.disconnect()
+    late.loop_stop()
+    level = c.decode("level", levels[-1])
+    assert isinstance(level, c.LevelState)
+    assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)

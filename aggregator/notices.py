@@ -1,0 +1,83 @@
+"""What to tell people and signs when a zone's level changes: the diversion notice and its receivers.
+
+A notice names the zone's officer and staff and the signs at the zone's entrances; it is published
+once on the zone's topic and once on each of those entrances' topics (each sign listens on its own).
+Visitors are only ever sent to neighbouring zones that are green with room to spare: never to one
+that is yellow, red or unknown.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable
+
+from aggregator.levels import Change
+from lanewatch import contract
+from lanewatch.site.model import Site
+
+
+def level_state(site: Site, change: Change) -> contract.LevelState:
+    state = change.state
+    known = change.level != "unknown"
+    return contract.LevelState(
+        site=site.site.id,
+        zone=change.zone,
+        level=change.level,  # type: ignore[arg-type]
+        occupancy=state.occupancy if known else None,
+        capacity=state.capacity,
+        density=round(state.density, 4) if known and state.density is not None else None,
+        coverage=round(change.coverage, 4),
+        since=change.time,
+        time=change.time,
+        reason=change.reason[: contract.MAX_TEXT],
+    )
+
+
+def notice(
+    site: Site, change: Change, level_of: Callable[[str], str], share_of: Callable[[str], float]
+) -> contract.DiversionNotice:
+    zone = site.zone(change.zone)
+    boundary = [entrance.id for entrance, _sign in site.boundary_entrances(zone.id)]
+    meter, close = (boundary, []) if change.level == "yellow" else ([], boundary) if change.level == "red" else ([], [])
+    divert = []
+    if change.level in ("yellow", "red"):
+        spare = [n for n in zone.neighbours if level_of(n) == "green" and share_of(n) < 0.7]
+        divert = sorted(spare, key=share_of)
+    signs = [s.id for e in boundary for s in site.signs_at(e)]
+    people = [p for p in [zone.officer, *zone.staff] if p]
+    name = zone.name
+    where_zh = "、".join(site.zone(n).name.zh for n in divert)
+    where_en = ", ".join(site.zone(n).name.en for n in divert)
+    if change.level == "red":
+        zh = f"{name.zh}已饱和，请暂停进入" + (f"，引导游客前往{where_zh}。" if divert else "。")
+        en = f"{name.en} is full: stop entry" + (f", send visitors to {where_en}." if divert else ".")
+    elif change.level == "yellow":
+        zh = f"{name.zh}人流拥挤，请控制进入" + (f"，可引导游客前往{where_zh}。" if divert else "。")
+        en = f"{name.en} is crowded: meter entry" + (f", visitors can go to {where_en}." if divert else ".")
+    elif change.level == "unknown":
+        zh, en = f"{name.zh}客流数据中断，请现场确认。", f"{name.en}: no crowd data, check on site."
+    else:
+        zh, en = f"{name.zh}恢复畅通。", f"{name.en} is clear again."
+    known = change.level != "unknown"
+    return contract.DiversionNotice(
+        site=site.site.id,
+        id=uuid.uuid4().hex,
+        kind="level_change",
+        zone=zone.id,
+        level=change.level,  # type: ignore[arg-type]
+        previous_level=change.previous,  # type: ignore[arg-type]
+        occupancy=change.state.occupancy if known else None,
+        capacity=change.state.capacity,
+        trend=change.trend,  # type: ignore[arg-type]
+        time=change.time,
+        reason=change.reason[: contract.MAX_TEXT],
+        actions=contract.Actions(meter_inbound=meter, close_inbound=close, divert_to=divert),
+        text=contract.NoticeText(zh=zh, en=en),
+        to=(people + signs)[: contract.MAX_IDS],
+    )
+
+
+def topics(site: Site, message: contract.DiversionNotice) -> list[str]:
+    """The zone's topic and the topic of every entrance on its boundary that has a sign."""
+    entrances = [e.id for e, _sign in site.boundary_entrances(message.zone) if site.signs_at(e.id)]
+    return [contract.topic_for(message)] + [contract.topic_for(message, entrance=e) for e in entrances]
