@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
+
+if TYPE_CHECKING:
+    from lanewatch.mqttconfig import BrokerConfig
+    from lanewatch.site.model import Site
 
 EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
 
@@ -108,3 +112,73 @@ def bench_command(devices: int, windows: int, instances: int, as_json: bool) -> 
         drain = results[key]
         click.echo(f"{drain['consumer']:28} x{instances}  {drain['rate']:>8,} messages/s  ({drain['seconds']:.2f} s)")
     click.echo(f"ratio        {results['ratio']:.2f} (aggregator / bare subscriber)")
+
+
+# --- alerts: the receivers' side ------------------------------------------------------------------
+
+
+@click.group()
+def alerts() -> None:
+    """Crowd levels and diversion notices, live.
+
+    What grid staff and the control room see when a zone fills: every zone's current level, and the
+    notices as they are sent. Both read the broker only (retained levels, QoS 1 notices).
+    """
+
+
+site_option = click.option(
+    "--site", "site_file", type=click.Path(dir_okay=False, path_type=Path), default=EXAMPLE_SITE,
+    show_default="the example site", help="the site inventory",
+)  # fmt: skip
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="a YAML file with a broker: section (host, port, username, password_file, TLS files) "
+    "[default: a local broker on 1883]",
+)  # fmt: skip
+
+
+def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, BrokerConfig]:
+    from aggregator.alerts import ReceiverConfig
+    from lanewatch.mqttconfig import BrokerConfig
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import load_model, or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    if config_path is None:
+        return site, BrokerConfig()
+    return site, or_exit(lambda: load_model(config_path, ReceiverConfig)).broker
+
+
+@alerts.command("state")
+@site_option
+@config_option
+@click.option("--wait", "wait_s", type=float, default=3.0, show_default=True, help="seconds to wait for the levels")
+def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float) -> None:
+    """Print every zone's current level, occupancy and coverage, from the retained state."""
+    from aggregator.alerts import state_lines, states
+
+    site, broker = _receiver(site_file, config_path)
+    for line in state_lines(site, states(site, broker, wait_s)):
+        click.echo(line)
+
+
+@alerts.command("watch")
+@site_option
+@config_option
+@click.option("--zone", help="only this zone and the zones inside it (e.g. a grid officer's grid)")
+@click.option("--count", type=click.IntRange(1), help="stop after this many notices [default: run until Ctrl-C]")
+def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[str], count: Optional[int]) -> None:
+    """Show diversion notices as they arrive, coloured by level, with their actions and text."""
+    from aggregator.alerts import watch
+
+    site, broker = _receiver(site_file, config_path)
+    if zone is not None and zone not in site.zones_by_id:
+        raise click.BadParameter(f"no zone {zone!r}; zones: {', '.join(site.zones_by_id)}", param_hint="--zone")
+    click.echo(
+        f"watching notices for {zone or 'every zone'} of {site.site.id} on {broker.host}:{broker.port}", err=True
+    )
+    try:
+        for line in watch(site, broker, zone, count):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from aggregator.cli import aggregator
+from aggregator.cli import aggregator, alerts
 from edge_agent.cli import agent
 from lanewatch import __version__
 
@@ -212,18 +212,9 @@ def contract_topics(site_id: str) -> None:
 
 main.add_command(agent)
 main.add_command(aggregator)
+main.add_command(alerts)
 
 # --- groups filled by alerts, dashboards and reports -------------------------------
-
-
-@main.group()
-def alerts() -> None:
-    """Crowd levels and diversion notices, live.
-
-    What grid staff and the control room see when a zone fills.
-
-    Not in this release yet: arrives with crowd levels.
-    """
 
 
 @main.group()
