@@ -9,6 +9,7 @@ that is yellow, red or unknown.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Callable
 
 from aggregator.levels import Change
@@ -74,6 +75,37 @@ def notice(
         actions=contract.Actions(meter_inbound=meter, close_inbound=close, divert_to=divert),
         text=contract.NoticeText(zh=zh, en=en),
         to=(people + signs)[: contract.MAX_IDS],
+    )
+
+
+PROBLEM_TEXT = {
+    "offline": ("离线", "is offline"),
+    "silent": ("无数据", "has sent nothing for too long"),
+    "camera_failed": ("摄像头故障", "reports a failed camera"),
+    "recovered": ("已恢复", "counts again"),
+}
+
+
+def fault(site: Site, device_id: str, problem: str, since: datetime, when: datetime) -> contract.DeviceFault:
+    """The technicians' notice for one device; ``zones`` are those that go unknown without it."""
+    device = next(d for d in site.devices if d.id == device_id)
+    entrance = next(e for e in site.entrances if e.id == device.entrance)
+    zones = [z.id for z in site.zones if any(e.id == entrance.id for e, _s in site.boundary_entrances(z.id))]
+    zh, en = PROBLEM_TEXT[problem]
+    action_zh, action_en = ("", "") if problem == "recovered" else ("，请检修", ": please check it")
+    return contract.DeviceFault(
+        site=site.site.id,
+        device=device.id,
+        entrance=entrance.id,
+        zones=zones[: contract.MAX_IDS],
+        problem=problem,  # type: ignore[arg-type]
+        since=since,
+        time=when,
+        text=contract.NoticeText(
+            zh=f"{entrance.name.zh}计数设备 {device.id} {zh}{action_zh}。",
+            en=f"The counter {device.id} at {entrance.name.en} {en}{action_en}.",
+        ),
+        to=[p.id for p in site.people if p.role == "technician"][: contract.MAX_IDS],
     )
 
 

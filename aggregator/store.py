@@ -113,6 +113,7 @@ class Store:
         self.boundary = {z.id: [e.id for e, _sign in site.boundary_entrances(z.id)] for z in site.zones}
         self.last_seen: dict[str, float] = {}  # device -> monotonic time of its last message
         self.offline: set[str] = set()
+        self.faults: dict[str, tuple[str, datetime]] = {}  # device -> (problem, since), as last reported
         self.camera_failed: set[str] = set()
         self._open = _Open()
         self._batches: queue.Queue[Optional[Batch]] = queue.Queue(maxsize=4)
@@ -246,11 +247,32 @@ class Store:
         elif isinstance(body, contract.Heartbeat):
             (self.camera_failed.add if body.camera == "failed" else self.camera_failed.discard)(device)
 
-    def _dead(self) -> set[str]:
+    def _problems(self) -> dict[str, str]:
+        """Every device that cannot be counted on now, and why."""
         timeout = self.config.levels.device_timeout_s
         now = time.monotonic()
-        silent = {d for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
-        return silent | self.offline | self.camera_failed
+        problems = {d: "silent" for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
+        problems.update(dict.fromkeys(self.camera_failed, "camera_failed"))
+        problems.update(dict.fromkeys(self.offline, "offline"))
+        return problems
+
+    def _report_faults(self, problems: dict[str, str], when: datetime) -> None:
+        """A retained notice for the technicians whenever a device's problem starts, changes or ends."""
+        for device in sorted(set(problems) | set(self.faults)):
+            problem = problems.get(device, "recovered")
+            previous = self.faults.get(device)
+            if previous is not None and previous[0] == problem:
+                continue
+            if previous is None and problem == "recovered":
+                continue
+            since = when if previous is None or problem == "recovered" else previous[1]
+            if problem == "recovered":
+                del self.faults[device]
+            else:
+                self.faults[device] = (problem, since)
+            fault = notices.fault(self.site, device, problem, since, when)
+            self.reply(("publish", contract.topic_for(fault), contract.encode(fault), True))
+            log.warning("device %s: %s", device, problem)
 
     def _evaluate_levels(self) -> None:
         """Every zone's level after the latest data; notices and retained state for every change."""
@@ -261,7 +283,9 @@ class Store:
         if not times:
             return
         when = max(times)  # the data's own clock, so that dwell times hold in replays too
-        dead = self._dead()
+        problems = self._problems()
+        self._report_faults(problems, datetime.now(timezone.utc))
+        dead = set(problems)
         changes = []
         for state in zones:
             boundary = self.boundary[state.zone]

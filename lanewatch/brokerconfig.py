@@ -55,6 +55,7 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
             f"topic read {root}/devices/#",
             f"topic write {root}/zones/#",
             f"topic write {root}/entrances/#",
+            f"topic write {root}/faults/#",
             f"topic readwrite {root}/aggregator/#",
         ]
     }
@@ -67,7 +68,11 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
         if person.role == "control_room":
             rules[person.id] = [f"topic read {root}/#"]
         elif person.role == "technician":
-            rules[person.id] = [f"topic read {root}/devices/+/heartbeat", f"topic read {root}/devices/+/availability"]
+            rules[person.id] = [
+                f"topic read {root}/devices/+/heartbeat",
+                f"topic read {root}/devices/+/availability",
+                f"topic read {root}/faults/#",
+            ]
         else:
             zones = [z for z in site.zones if person.id == z.officer or person.id in z.staff]
             inside = [z.id for z in site.zones if any(site.contains(r.id, z.id) for r in zones)]

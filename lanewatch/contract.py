@@ -192,6 +192,19 @@ class DiversionNotice(Message):
     to: list[Id] = Field(max_length=MAX_IDS, description="receivers: people and signs, by inventory id")
 
 
+class DeviceFault(Message):
+    """A device the aggregator cannot count on (or can again), retained per device, for the technicians."""
+
+    device: Id
+    entrance: Id
+    zones: list[Id] = Field(max_length=MAX_IDS, description="zones whose level is unknown without it")
+    problem: Literal["offline", "silent", "camera_failed", "recovered"]
+    since: Timestamp
+    time: Timestamp
+    text: NoticeText
+    to: list[Id] = Field(max_length=MAX_IDS, description="the technicians, by inventory id")
+
+
 class AggregatorStatus(Message):
     """An aggregator instance's own health, retained, every few seconds (counters since it started)."""
 
@@ -239,6 +252,7 @@ KINDS: dict[str, Kind] = {
     "level": Kind(LevelState, TOPIC_ROOT + "/{site}/zones/{zone}/level", True),
     "zone_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/zones/{zone}/notices", False),
     "entrance_notice": Kind(DiversionNotice, TOPIC_ROOT + "/{site}/entrances/{entrance}/notices", False),
+    "fault": Kind(DeviceFault, TOPIC_ROOT + "/{site}/faults/{device}", True),
     "status": Kind(AggregatorStatus, TOPIC_ROOT + "/{site}/aggregator/{instance}/status", True),
     "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
 }

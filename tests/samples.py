@@ -81,6 +81,19 @@ def samples() -> dict[str, c.Message]:
         ),
         "zone_notice": notice,
         "entrance_notice": notice,
+        "fault": c.DeviceFault(
+            site=SITE,
+            device="cam-ta-east",
+            entrance="ta-east",
+            zones=["sfqx", "east", "alleys-north"],
+            problem="offline",
+            since=NOW - timedelta(minutes=2),
+            time=NOW,
+            text=c.NoticeText(
+                zh="塔巷东口计数设备离线，请检修。", en="The counter at Ta Alley east gate is offline: please check it."
+            ),
+            to=["tech-team"],
+        ),
         "status": c.AggregatorStatus(
             site=SITE,
             instance="aggregator-1",

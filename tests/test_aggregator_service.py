@@ -368,3 +368,57 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     level = c.decode("level", levels[-1])
     assert isinstance(level, c.LevelState)
     assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)
+
+
+def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    mosquitto = fresh_mosquitto
+    aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-faults", share_group="g-faults").start()
+    aggregator.wait_connected()
+    seen: list[tuple[str, bytes]] = []
+    desk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    desk.on_message = lambda _c, _u, m: seen.append((m.topic, m.payload))
+    desk.connect(mosquitto.host, mosquitto.port)
+    desk.subscribe(
+        [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
+    )
+    desk.loop_start()
+
+    def level() -> str:
+        states = [c.decode("level", p) for t, p in list(seen) if t.endswith("/level")]
+        return states[-1].level if states else ""  # type: ignore[attr-defined]
+
+    def faults() -> list[c.DeviceFault]:
+        return [f for t, p in list(seen) if "/faults/" in t for f in [c.decode("fault", p)]]  # type: ignore[misc]
+
+    fleet = traffic.devices(SITE)
+    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    publish(mosquitto, list(traffic.stream(fleet, 2, start=start, people=0)))
+    assert wait_until(lambda: level() == "green", 30), aggregator.log()[-2000:]
+    # The device at Yijin's west gate: online with its Last Will, then its connection dies.
+    online = c.Availability(site="sanfang-qixiang", device="cam-yijin-west", state="online", boot_id=fleet[0].boot_id)
+    offline = online.model_copy(update={"state": "offline"})
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-yijin-west", protocol=mqtt.MQTTv5)
+    device.will_set(c.topic_for(offline), c.encode(offline), qos=1, retain=True)
+    device.connect(mosquitto.host, mosquitto.port, keepalive=5)
+    device.loop_start()
+    device.publish(c.topic_for(online), c.encode(online), qos=1, retain=True).wait_for_publish(10)
+    device.loop_stop()
+    device.socket().close()  # no DISCONNECT: the broker publishes the Last Will
+    assert wait_until(lambda: level() == "unknown", 30), aggregator.log()[-2000:]
+    assert wait_until(lambda: [f.problem for f in faults() if f.device == "cam-yijin-west"] == ["offline"], 10)
+    fault = faults()[-1]
+    assert "yijin" in fault.zones
+    assert fault.to == ["tech-team"]
+    # Back online and counting: a real level again, and the technicians hear it recovered.
+    back = traffic.Publisher(mosquitto.host, mosquitto.port)
+    back.send([(c.topic_for(online), c.encode(online))])
+    back.close()
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=start + timedelta(minutes=1), people=0)))
+    assert wait_until(lambda: level() == "green", 30)
+    assert wait_until(
+        lambda: [f.problem for f in faults() if f.device == "cam-yijin-west"] == ["offline", "recovered"], 10
+    )
+    desk.disconnect()
+    desk.loop_stop()

@@ -25,6 +25,7 @@ SCHEMA_FILE = {
         "level": "level-state",
         "zone_notice": "diversion-notice",
         "entrance_notice": "diversion-notice",
+        "fault": "device-fault",
         "status": "aggregator-status",
         "deadletter": "dead-letter",
     }.items()

@@ -1,0 +1,140 @@
+"""How long a red notice takes from the count that crossed the threshold to a subscriber.
+
+Real parts: a private Mosquitto and InfluxDB, the aggregator (`lanewatch aggregator run`, its own
+processes), and an MQTT subscriber on the zone notices. Each trial publishes one count window that
+pushes Yijin Lane (capacity 1,300) over 100 % and waits for the red notice, then one that brings it
+back down (dwell 0 here, so that trials can follow each other; the other devices only speak at
+the start, so their silence timeout is set beyond the run). Latency is measured from just before
+the window's publish to the notice's arrival, on the same clock.
+
+    .venv/bin/python bench/notice_latency.py [--trials 100] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from aggregator import traffic
+from lanewatch import contract
+from lanewatch.services import InfluxDB, Mosquitto
+from lanewatch.site import load_site
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    site = load_site(EXAMPLE)
+    folder = Path(tempfile.mkdtemp(prefix="lanewatch-latency-"))
+    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
+        assert isinstance(broker, Mosquitto)
+        assert isinstance(database, InfluxDB)
+        config = folder / "aggregator.yaml"
+        config.write_text(yaml.safe_dump({
+            "state_dir": str(folder / "state"), "broker": {"host": broker.host, "port": broker.port},
+            "influxdb": {"url": database.url}, "levels": {"default": {"dwell_s": 0}, "device_timeout_s": 3600},
+        }))  # fmt: skip
+        aggregator = subprocess.Popen(
+            [sys.executable, "-m", "lanewatch.cli", "aggregator", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            latencies = measure(site, broker, args.trials)
+        finally:
+            aggregator.terminate()
+            aggregator.wait(60)
+    ordered = sorted(latencies)
+    result = {
+        "trials": len(latencies),
+        "median_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"red notice after the crossing count, {result['trials']} trials: median {result['median_ms']} ms, "
+              f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms (target: p99 under 1,000 ms)")  # fmt: skip
+
+
+def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
+    arrivals: queue.Queue[tuple[float, contract.DiversionNotice]] = queue.Queue()
+    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        notice = contract.decode("zone_notice", message.payload)
+        assert isinstance(notice, contract.DiversionNotice)
+        arrivals.put((time.monotonic(), notice))
+
+    listener.on_message = on_message
+    listener.connect(broker.host, broker.port)
+    listener.subscribe("lanewatch/v1/sanfang-qixiang/zones/yijin/notices", qos=1)
+    listener.loop_start()
+    publisher = traffic.Publisher(broker.host, broker.port)
+    fleet = traffic.devices(site)  # type: ignore[arg-type]
+    start = datetime.now(timezone.utc) - timedelta(hours=2)
+    deadline = time.monotonic() + 120
+    while True:  # until the aggregator is up and has heard every device: yijin turns green
+        publisher.send(traffic.stream(fleet, 1, start=start, people=0))
+        start += timedelta(seconds=5)
+        try:
+            if arrivals.get(timeout=1.0)[1].level == "green":
+                break
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the aggregator did not turn Yijin green") from None
+    gate = next(d for d in fleet if d.device == "cam-yijin-west")
+
+    def count(people_in: int, people_out: int) -> float:
+        """Publish one window of the Yijin west gate; the time just before."""
+        nonlocal start
+        window = gate.window("gate", start, 5.0, 0)
+        start += timedelta(seconds=5)
+        gate.totals["gate"][0] += people_in
+        gate.totals["gate"][1] += people_out
+        window = window.model_copy(update={"in_": people_in, "out": people_out, "total_in": gate.totals["gate"][0],
+                                           "total_out": gate.totals["gate"][1]})  # fmt: skip
+        sent = time.monotonic()
+        publisher.send([(contract.topic_for(window), contract.encode(window))])
+        return sent
+
+    def wait_for(level: str) -> float:
+        while True:
+            arrived, notice = arrivals.get(timeout=30)
+            if notice.level == level:
+                return arrived
+
+    for _ in range(10):  # fill Yijin (capacity 1,300) to 1,100: yellow
+        count(110, 0)
+    wait_for("yellow")
+    latencies = []
+    for _ in range(trials):
+        count(100, 0)  # 1,200: still yellow
+        sent = count(101, 0)  # 1,301: over 100 %, red
+        latencies.append(wait_for("red") - sent)
+        count(0, 100)  # 1,201: 92 %, inside the band: still red
+        count(0, 100)  # 1,101: 85 %, below 90 %: back to yellow (dwell 0 in this bench)
+        wait_for("yellow")
+    publisher.close()
+    listener.disconnect()
+    listener.loop_stop()
+    return latencies
+
+
+if __name__ == "__main__":
+    main()
