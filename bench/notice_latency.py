@@ -125,10 +125,10 @@ def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
     latencies = []
     for _ in range(trials):
         count(100, 0)  # 1,200: still yellow
-        sent = count(101, 0)  # 1,301: over 100 %, red
+        sent = count(100, 0)  # 1,300: 100 %, red
         latencies.append(wait_for("red") - sent)
-        count(0, 100)  # 1,201: 92 %, inside the band: still red
-        count(0, 100)  # 1,101: 85 %, below 90 %: back to yellow (dwell 0 in this bench)
+        count(0, 100)  # 1,200: 92 %, inside the band: still red
+        count(0, 100)  # 1,100: 85 %, below 90 %: back to yellow (dwell 0 in this bench)
         wait_for("yellow")
     publisher.close()
     listener.disconnect()
