@@ -93,6 +93,8 @@ class LevelRule(_Section):
     dwell_s: float = Field(default=300.0, ge=0, description="seconds below the clear threshold before stepping down")
     density_yellow: Optional[float] = Field(default=0.72, gt=0, description="persons/m² (Fruin walkway level D)")
     density_red: Optional[float] = Field(default=1.08, gt=0, description="persons/m² (Fruin walkway level E)")
+    inflow_yellow_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
+    inflow_red_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
 
     @model_validator(mode="after")
     def _ordered(self) -> LevelRule:

@@ -5,6 +5,8 @@ minus a margin for ``dwell_s`` (in the data's own time), so a zone hovering at a
 flap. A zone whose boundary is not fully covered by live devices is ``unknown``, never green: a
 dead sensor must not look like an empty lane.
 
+An optional trigger on inflow (people entering per minute) catches a surge before occupancy does.
+
 Defaults follow Chinese scenic-area practice (warn at 80 % of the instantaneous capacity, stop entry
 at 100 %) and Fruin's levels of service for walkways (density over 0.72 persons/m², level D, is
 crowded; over 1.08, level E, is at the limit of moving flow).
@@ -58,6 +60,11 @@ def _target(rule: LevelRule, state: ZoneState) -> tuple[str, str]:
             level, reason = "red", f"density {state.density:.2f} persons/m² (limit {rule.density_red:g})"
         elif rule.density_yellow is not None and state.density >= rule.density_yellow and level == "green":
             level, reason = "yellow", f"density {state.density:.2f} persons/m² (warning at {rule.density_yellow:g})"
+    inflow = state.inflow_per_min
+    if rule.inflow_red_per_min is not None and inflow >= rule.inflow_red_per_min and level != "red":
+        level, reason = "red", f"inflow {inflow:.0f} people/min (limit {rule.inflow_red_per_min:g})"
+    elif rule.inflow_yellow_per_min is not None and inflow >= rule.inflow_yellow_per_min and level == "green":
+        level, reason = "yellow", f"inflow {inflow:.0f} people/min (warning at {rule.inflow_yellow_per_min:g})"
     return level, reason
 
 
@@ -69,6 +76,9 @@ def _clears(rule: LevelRule, state: ZoneState, level: str) -> bool:
     below = share < limit - rule.clear_margin
     if state.density is not None and density_limit is not None:
         below = below and state.density < density_limit * (1 - rule.clear_margin)
+    inflow_limit = rule.inflow_red_per_min if level == "red" else rule.inflow_yellow_per_min
+    if inflow_limit is not None:
+        below = below and state.inflow_per_min < inflow_limit * (1 - rule.clear_margin)
     return below
 
 

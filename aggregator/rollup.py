@@ -17,6 +17,7 @@ data ends; messages not yet stored are redelivered by the broker and applied aga
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Optional
@@ -25,6 +26,8 @@ from zoneinfo import ZoneInfo
 from aggregator import points
 from lanewatch import contract
 from lanewatch.site.model import Site
+
+INFLOW_WINDOW = timedelta(minutes=1)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ZoneState:
     capacity: int
     density: Optional[float]
     time: Optional[datetime]
+    inflow_per_min: float = 0.0  # people who entered in the last minute (data time)
 
 
 class RollUp:
@@ -59,6 +63,7 @@ class RollUp:
         self.baseline = {z.id: 0 for z in site.zones}
         self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
         self._dirty_zones: set[str] = set()
+        self._entering: dict[str, deque[tuple[datetime, int]]] = {z.id: deque() for z in site.zones}
         self._dirty_lines: set[tuple[str, str]] = set()
         self._corrections: list[str] = []
         self._tz = ZoneInfo(site.site.timezone)
@@ -73,13 +78,30 @@ class RollUp:
     def occupancy(self, zone_id: str) -> int:
         return self.raw[zone_id] - self.baseline[zone_id]
 
+    def inflow_per_min(self, zone_id: str) -> float:
+        """People who walked into the zone during the minute before its latest data."""
+        entering, latest = self._entering[zone_id], self.zone_time[zone_id]
+        if latest is None:
+            return 0.0
+        while entering and entering[0][0] <= latest - INFLOW_WINDOW:
+            entering.popleft()
+        return float(sum(n for when, n in entering if when <= latest))
+
     def zones(self) -> list[ZoneState]:
         out = []
         for zone in self.site.zones:
             occupancy = self.occupancy(zone.id)
             density = occupancy / zone.area_m2 if zone.area_m2 else None
             out.append(
-                ZoneState(zone.id, occupancy, self.raw[zone.id], zone.capacity, density, self.zone_time[zone.id])
+                ZoneState(
+                    zone.id,
+                    occupancy,
+                    self.raw[zone.id],
+                    zone.capacity,
+                    density,
+                    self.zone_time[zone.id],
+                    self.inflow_per_min(zone.id),
+                )
             )
         return out
 
@@ -102,6 +124,9 @@ class RollUp:
         self._dirty_lines.add(key)
         delta = net - (old.net if old else 0)
         for zone_id, sign in self.effects[entrance_id]:
+            entering = window.in_ if sign > 0 else window.out
+            if entering:
+                self._entering[zone_id].append((window.window_end, entering))
             self.raw[zone_id] += sign * delta
             self._touch(zone_id, window.window_end)
             occupancy = self.occupancy(zone_id)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from aggregator import notices
 from aggregator.config import LevelsConfig
 from aggregator.levels import LevelEngine
-from aggregator.rollup import ZoneState
+from aggregator.rollup import RollUp, ZoneState
 from lanewatch import contract as c
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE
@@ -91,3 +91,28 @@ def test_a_red_notice_closes_the_entrances_and_diverts_only_to_green_neighbours_
     topics = notices.topics(SITE, message)
     assert topics[0] == "lanewatch/v1/sanfang-qixiang/zones/yijin/notices"
     assert all(t.startswith("lanewatch/v1/sanfang-qixiang/entrances/yijin-") for t in topics[1:])
+
+
+def test_a_surge_of_arrivals_raises_the_level_before_the_zone_is_full() -> None:
+    rules = LevelsConfig.model_validate({"zones": {"wenru": {"inflow_yellow_per_min": 200, "inflow_red_per_min": 400}}})
+    engine = LevelEngine(SITE, rules)
+    calm = ZoneState("wenru", 300, 300, 1200, None, T0, inflow_per_min=50)
+    assert engine.update(calm, 1.0, [], T0).level == "green"  # type: ignore[union-attr]
+    surge = ZoneState("wenru", 350, 350, 1200, None, T0, inflow_per_min=420)
+    change = engine.update(surge, 1.0, [], T0 + timedelta(seconds=5))
+    assert change is not None
+    assert change.level == "red"
+    assert change.reason == "inflow 420 people/min (limit 400)"
+
+
+def test_the_roll_up_counts_people_entering_each_zone_over_the_last_minute() -> None:
+    from tests.test_aggregator_rollup import Device, apply
+
+    rollup = RollUp(SITE)
+    gate, mouth = Device("cam-wenru-west", "gate"), Device("cam-wenru-east", "mouth")
+    for i in range(24):  # two minutes of 5 s windows: 10 in at the gate, 3 out through the mouth
+        apply(
+            rollup, gate.window(T0 + timedelta(seconds=5 * i), 10, 0), mouth.window(T0 + timedelta(seconds=5 * i), 0, 3)
+        )
+    assert rollup.inflow_per_min("wenru") == 120  # the last minute: 12 windows of 10
+    assert rollup.inflow_per_min("nanhou") == 36  # the mouth's "out" leaves Wenru into Nanhou Street
