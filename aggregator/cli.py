@@ -7,11 +7,17 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
+from lanewatch import EXAMPLE_SITE
+
 if TYPE_CHECKING:
     from lanewatch.mqttconfig import BrokerConfig
     from lanewatch.site.model import Site
 
-EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
+
+site_option = click.option(
+    "--site", "site_file", type=click.Path(dir_okay=False, path_type=Path), default=EXAMPLE_SITE,
+    show_default="the example site", help="the site inventory",
+)  # fmt: skip
 
 
 @click.group()
@@ -25,14 +31,7 @@ def aggregator() -> None:
 
 
 @aggregator.command("run")
-@click.option(
-    "--site",
-    "site_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=EXAMPLE_SITE,
-    show_default="the example site",
-    help="the site inventory",
-)
+@site_option
 @click.option(
     "--config",
     "config_path",
@@ -126,10 +125,6 @@ def alerts() -> None:
     """
 
 
-site_option = click.option(
-    "--site", "site_file", type=click.Path(dir_okay=False, path_type=Path), default=EXAMPLE_SITE,
-    show_default="the example site", help="the site inventory",
-)  # fmt: skip
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     help="a YAML file with a broker: section (host, port, username, password_file, TLS files) "

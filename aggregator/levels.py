@@ -42,7 +42,6 @@ class Change:
 @dataclass
 class _Zone:
     level: str = "unknown"
-    since: Optional[datetime] = None
     clear_since: Optional[datetime] = None  # when the value first fell below the clear threshold
     history: deque = field(default_factory=lambda: deque(maxlen=600))  # (time, occupancy)
 
@@ -119,7 +118,7 @@ class LevelEngine:
         zone = self.zones[state.zone]
         if level == zone.level:
             return None
-        previous, zone.level, zone.since = zone.level, level, when
+        previous, zone.level = zone.level, level
         return Change(state.zone, level, previous, reason, state, coverage, self.trend(state.zone), when)
 
     def trend(self, zone_id: str) -> str:
@@ -136,6 +135,3 @@ class LevelEngine:
         if earliest - latest >= step:
             return "falling"
         return "steady"
-
-    def since(self, zone_id: str) -> Optional[datetime]:
-        return self.zones[zone_id].since

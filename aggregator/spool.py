@@ -67,11 +67,6 @@ class Spool:
                 "INSERT INTO refused (created, error, lines) VALUES (?, ?, ?)", (time.time(), error, "\n".join(lines))
             )
 
-    def refused(self) -> list[tuple[str, list[str]]]:
-        with self._lock:
-            rows = self._db.execute("SELECT error, lines FROM refused ORDER BY id").fetchall()
-        return [(error, lines.split("\n")) for error, lines in rows]
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -88,11 +88,6 @@ def stream(
                 yield contract.topic_for(beat), contract.encode(beat)
 
 
-def totals(fleet: list[SimulatedDevice]) -> dict[tuple[str, str], tuple[int, int]]:
-    """What the devices counted, per (device, line): what the database must end up holding."""
-    return {(d.device, line): (t[0], t[1]) for d in fleet for line, t in d.totals.items()}
-
-
 class Publisher:
     """A QoS 1 publisher that waits for every PUBACK (one MQTT client, like a gateway or a replay tool)."""
 

@@ -27,11 +27,9 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from aggregator import traffic
-from lanewatch import contract
+from lanewatch import EXAMPLE_SITE, contract
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site import load_site
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    site = load_site(EXAMPLE)
+    site = load_site(EXAMPLE_SITE)
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-latency-"))
     with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)

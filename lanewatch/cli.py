@@ -15,12 +15,10 @@ import click
 
 from aggregator.cli import aggregator, alerts
 from edge_agent.cli import agent
-from lanewatch import __version__
+from lanewatch import EXAMPLE_SITE, __version__
 
 if TYPE_CHECKING:
     from lanewatch.site import Site
-
-EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "firmware_config" / "sanfang-qixiang.yaml"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

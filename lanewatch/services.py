@@ -249,11 +249,7 @@ bind-address = "{self.host}:{self.rpc_port}"
         return f"http://{self.host}:{self.port}"
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                return bool(response.status == 204)
-        except (OSError, urllib.error.URLError):
-            return False
+        return _answers(f"{self.url}/ping", 204)
 
     def query(self, q: str, db: Optional[str] = None) -> dict:
         """Run InfluxQL through ``/query`` and return the decoded JSON (raises on an error)."""
@@ -305,11 +301,7 @@ class VictoriaMetrics(_Server):
         return f"http://{self.host}:{self.port}"
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return bool(response.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        return _answers(f"{self.url}/health", 200)
 
     def export(self, match: str) -> list[dict]:
         """Every readable series matching a selector, e.g. ``{__name__=~"counts_.*"}``.
@@ -320,6 +312,15 @@ class VictoriaMetrics(_Server):
         query = urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as response:
             return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
+def _answers(url: str, status: int) -> bool:
+    """True when an HTTP server answers ``url`` with ``status``."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == status)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def _mqtt_connack(host: str, port: int) -> bool:

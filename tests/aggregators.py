@@ -16,7 +16,7 @@ import yaml
 from aggregator import traffic
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site.model import Site
-from tests.conftest import EXAMPLE_SITE, wait_until
+from tests.conftest import EXAMPLE_SITE, child_pids, wait_until
 
 
 class AggregatorProcess:
@@ -57,14 +57,10 @@ class AggregatorProcess:
     def store_pid(self) -> Optional[int]:
         """The store process beside the intake (its child), while it runs."""
         assert self.process is not None
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid and b"spawn_main" in (entry / "cmdline").read_bytes():
-                    return int(entry.name)  # not multiprocessing's resource tracker, also a child
+        for pid in child_pids(self.process.pid):  # not multiprocessing's resource tracker, also a child
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
         return None
 
     def stop(self, timeout: float = 60) -> int:

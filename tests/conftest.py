@@ -137,6 +137,19 @@ def run_cli(*args: str) -> click.testing.Result:
     return CliRunner(**separate).invoke(main, list(args), prog_name="lanewatch")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc), e.g. the aggregator's store process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def wait_until(condition: Callable[[], object], seconds: float = 30.0) -> bool:
     """Poll ``condition`` until it is true or ``seconds`` pass; whether it became true.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lanewatch import __version__
-from tests.conftest import REPO, run_cli, wait_until
+from tests.conftest import REPO, child_pids, run_cli, wait_until
 
 GROUPS = {
     "agent": "counting device at a lane entrance",
@@ -77,8 +77,8 @@ def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path, 
     assert "MQTT broker   mqtt://127.0.0.1:" in text
     assert "InfluxDB      http://127.0.0.1:" in text
     assert "Aggregator    aggregator-1" in text
-    assert wait_until(lambda: children(demo.pid), 30)
-    pids += children(demo.pid)  # the aggregator's store process and multiprocessing's helper
+    assert wait_until(lambda: child_pids(demo.pid), 30)
+    pids += child_pids(demo.pid)  # the aggregator's store process and multiprocessing's helper
 
     demo.send_signal(stop)
     rest, _ = demo.communicate(timeout=60)
@@ -94,18 +94,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_the_command_starts_without_the_heavy_libraries() -> None:
