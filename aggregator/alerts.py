@@ -132,8 +132,12 @@ def notice_line(site: Site, notice: contract.DiversionNotice, tz: ZoneInfo) -> s
         actions.append("meter " + ", ".join(notice.actions.meter_inbound))
     if notice.actions.divert_to:
         actions.append("divert to " + ", ".join(notice.actions.divert_to))
-    head = (
-        f"{when} {level_word(notice.level)} {name.zh} {name.en} ({notice.zone}) {numbers} {notice.trend}, "
-        f"was {notice.previous_level}" + (f"; {'; '.join(actions)}" if actions else "")
+    if notice.kind == "predicted_red":
+        word = click.style("FORECAST RED", fg="magenta", bold=True)
+        state = f"now {notice.level}, {notice.reason}"
+    else:
+        word, state = level_word(notice.level), f"{notice.trend}, was {notice.previous_level}"
+    head = f"{when} {word} {name.zh} {name.en} ({notice.zone}) {numbers} {state}" + (
+        f"; {'; '.join(actions)}" if actions else ""
     )
     return f"{head}\n         {notice.text.zh} / {notice.text.en}"

@@ -12,6 +12,7 @@ part of either. The load generator runs before the clocks start and never compet
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -33,6 +34,37 @@ from lanewatch.site import load_site
 from lanewatch.site.model import Site
 
 BARE_GROUP = "bench-bare"
+
+
+@contextlib.contextmanager
+def local_aggregator(folder: Path, **settings: Any) -> Iterator[Mosquitto]:
+    """A private Mosquitto and InfluxDB, and `lanewatch aggregator run` on them (example site),
+    subscribed before this yields the broker (messages published earlier would go nowhere)."""
+    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
+        assert isinstance(broker, Mosquitto)
+        assert isinstance(database, InfluxDB)
+        config = folder / "aggregator.yaml"
+        config.write_text(yaml.safe_dump({
+            "state_dir": str(folder / "state"), "broker": {"host": broker.host, "port": broker.port},
+            "influxdb": {"url": database.url}, **settings,
+        }))  # fmt: skip
+        log = folder / "aggregator.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lanewatch.cli", "aggregator", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "subscribed to" not in log.read_text(errors="replace"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the aggregator did not start:\n{log.read_text(errors='replace')}")
+                time.sleep(0.2)
+            time.sleep(0.5)  # its SUBSCRIBE is on the way
+            yield broker
+        finally:
+            process.terminate()
+            process.wait(60)
 
 
 def synthetic_site(devices: int) -> dict:

@@ -109,6 +109,16 @@ class LevelsConfig(_Section):
     device_timeout_s: float = Field(
         default=90.0, gt=0, description="a device silent this long (3 heartbeats) makes its zones unknown"
     )
+    forecast_min: int = Field(
+        default=15, ge=0, le=60, description="early warning: minutes ahead a `predicted red` looks; 0 turns it off"
+    )
+    step_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="in a backlog or a replay, levels are evaluated at least once "
+        "per this much of the data's own time (live, they are evaluated with every batch)",
+    )
 
 
 class AggregatorConfig(_Section):

@@ -2,6 +2,7 @@
 
 A notice names the zone's officer and staff and the signs at the zone's entrances; it is published
 once on the zone's topic and once on each of those entrances' topics (each sign listens on its own).
+Besides level changes, a `predicted red` notice asks to meter entry before a zone is full.
 Visitors are only ever sent to neighbouring zones that are green with room to spare: never to one
 that is yellow, red or unknown.
 """
@@ -12,6 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Callable
 
+from aggregator.forecast import EarlyWarning
 from aggregator.levels import Change
 from lanewatch import contract
 from lanewatch.site.model import Site
@@ -34,21 +36,32 @@ def level_state(site: Site, change: Change) -> contract.LevelState:
     )
 
 
+def _divert(site: Site, zone_id: str, level_of: Callable[[str], str], share_of: Callable[[str], float]) -> list[str]:
+    """Neighbouring zones that are green with room to spare, emptiest first."""
+    spare = [n for n in site.zone(zone_id).neighbours if level_of(n) == "green" and share_of(n) < 0.7]
+    return sorted(spare, key=share_of)
+
+
+def _receivers(site: Site, zone_id: str) -> list[str]:
+    """The zone's officer and staff, then the signs at its boundary entrances."""
+    zone = site.zone(zone_id)
+    signs = [s.id for e, _sign in site.boundary_entrances(zone_id) for s in site.signs_at(e.id)]
+    return ([p for p in [zone.officer, *zone.staff] if p] + signs)[: contract.MAX_IDS]
+
+
+def _where(site: Site, divert: list[str]) -> tuple[str, str]:
+    return "、".join(site.zone(n).name.zh for n in divert), ", ".join(site.zone(n).name.en for n in divert)
+
+
 def notice(
     site: Site, change: Change, level_of: Callable[[str], str], share_of: Callable[[str], float]
 ) -> contract.DiversionNotice:
     zone = site.zone(change.zone)
     boundary = [entrance.id for entrance, _sign in site.boundary_entrances(zone.id)]
     meter, close = (boundary, []) if change.level == "yellow" else ([], boundary) if change.level == "red" else ([], [])
-    divert = []
-    if change.level in ("yellow", "red"):
-        spare = [n for n in zone.neighbours if level_of(n) == "green" and share_of(n) < 0.7]
-        divert = sorted(spare, key=share_of)
-    signs = [s.id for e in boundary for s in site.signs_at(e)]
-    people = [p for p in [zone.officer, *zone.staff] if p]
+    divert = _divert(site, zone.id, level_of, share_of) if change.level in ("yellow", "red") else []
     name = zone.name
-    where_zh = "、".join(site.zone(n).name.zh for n in divert)
-    where_en = ", ".join(site.zone(n).name.en for n in divert)
+    where_zh, where_en = _where(site, divert)
     if change.level == "red":
         zh = f"{name.zh}已饱和，请暂停进入" + (f"，引导游客前往{where_zh}。" if divert else "。")
         en = f"{name.en} is full: stop entry" + (f", send visitors to {where_en}." if divert else ".")
@@ -74,7 +87,41 @@ def notice(
         reason=change.reason[: contract.MAX_TEXT],
         actions=contract.Actions(meter_inbound=meter, close_inbound=close, divert_to=divert),
         text=contract.NoticeText(zh=zh, en=en),
-        to=(people + signs)[: contract.MAX_IDS],
+        to=_receivers(site, zone.id),
+    )
+
+
+def predicted(
+    site: Site, warning: EarlyWarning, level_of: Callable[[str], str], share_of: Callable[[str], float]
+) -> contract.DiversionNotice:
+    """`predicted red`: meter entry now, before the zone is full, and send visitors elsewhere."""
+    zone = site.zone(warning.zone)
+    level = level_of(zone.id)
+    divert = _divert(site, zone.id, level_of, share_of)
+    where_zh, where_en = _where(site, divert)
+    name = zone.name
+    zh = f"{name.zh}预计约{warning.minutes}分钟后饱和，请提前控制进入"
+    zh += f"，可引导游客前往{where_zh}。" if divert else "。"
+    en = f"{name.en} is expected to be full within {warning.minutes} min: meter entry now" + (
+        f", visitors can go to {where_en}." if divert else "."
+    )
+    return contract.DiversionNotice(
+        site=site.site.id,
+        id=uuid.uuid4().hex,
+        kind="predicted_red",
+        zone=zone.id,
+        level=level,  # type: ignore[arg-type]
+        previous_level=level,  # type: ignore[arg-type]
+        occupancy=warning.occupancy,
+        capacity=warning.capacity,
+        trend="rising",
+        time=warning.time,
+        reason=warning.reason[: contract.MAX_TEXT],
+        actions=contract.Actions(
+            meter_inbound=[e.id for e, _sign in site.boundary_entrances(zone.id)], divert_to=divert
+        ),
+        text=contract.NoticeText(zh=zh, en=en),
+        to=_receivers(site, zone.id),
     )
 
 

@@ -106,6 +106,13 @@ def level(site: str, zone_id: str, level: str, previous: str, reason: str, cover
     )
 
 
+def warning(site: str, zone_id: str, predicted: int, capacity: int, minutes: int, reason: str, when: datetime) -> str:
+    return (
+        f"warnings,site={site},zone={zone_id} predicted={predicted}i,capacity={capacity}i,minutes={minutes}i,"
+        f"reason={_string(reason)} {ns(when)}"
+    )
+
+
 def status(message: contract.AggregatorStatus) -> str:
     fields = (
         f"processed={message.processed}i,stored={message.stored}i,rejected={message.rejected}i,"

@@ -12,6 +12,10 @@ which writes it to InfluxDB, or after ``spool_after_s`` of failures to the local
 and then reports its chunks as stored. A crash anywhere before that leaves the messages
 unacknowledged: the broker redelivers them, and writing them again is harmless (a window's point is
 keyed by its device, line and time; the roll-up moves lines to cumulative totals).
+
+Levels, notices and early warnings are evaluated on the data's own clock: live, at every batch cut;
+in a backlog or a replay, whenever the data's time moves on by ``levels.step_s`` (and when the stream
+pauses), so that the levels follow the data's timeline step by step however fast it is caught up.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Callable, Optional
 
 from aggregator import notices, points
 from aggregator.config import AggregatorConfig
+from aggregator.forecast import EarlyWarning, Forecaster
 from aggregator.influx import Database, DatabaseError, PointsRefusedError, RefusedError, UnavailableError, rows
 from aggregator.levels import Change, LevelEngine
 from aggregator.rollup import LineState, RollUp
@@ -36,6 +41,7 @@ from lanewatch import contract
 from lanewatch.site.model import Site
 
 log = logging.getLogger(__name__)
+QUIET_S = 1.0  # a backlog or replay that pauses this long is caught up: its last time step is evaluated
 
 #: What the intake sends: a chunk id and its messages (topic, payload), or None to finish.
 Chunk = tuple[int, list[tuple[str, bytes]]]
@@ -108,6 +114,12 @@ class Store:
             site=self.site_id, instance=config.instance
         )
         self.levels = LevelEngine(site, config.levels) if self.rollup is not None else None
+        horizon = config.levels.forecast_min
+        self.forecast = Forecaster(site.site.timezone, horizon) if self.levels is not None and horizon else None
+        self._evaluated: Optional[datetime] = None  # the data time of the latest level evaluation
+        self._data_time: Optional[datetime] = None  # the end of the newest count window applied
+        self._last_chunk = time.monotonic()
+        self._step = timedelta(seconds=config.levels.step_s)
         self.site = site
         self.devices_of = {e.id: [d.id for d in site.devices_at(e.id)] for e in site.entrances}
         self.boundary = {z.id: [e.id for e, _sign in site.boundary_entrances(z.id)] for z in site.zones}
@@ -151,6 +163,7 @@ class Store:
             chunk = receive(max(0.0, next_cut - time.monotonic()))
             if chunk is not None:
                 self.take(*chunk)
+                self._last_chunk = time.monotonic()
             now = time.monotonic()
             if now >= next_status:
                 self._report()
@@ -191,6 +204,14 @@ class Store:
         self.rollup.restore(lines, occupancy)
         if lines:
             log.info("roll-up restored: %d counting lines, %d zones", len(lines), len(occupancy))
+        if self.forecast is not None:  # the usual daily curve, from the last week's stored occupancy
+            for series in self.db.query(
+                f"SELECT last(occupancy) FROM zones WHERE site = '{site}' AND time > now() - 8d "
+                "GROUP BY time(5m), zone fill(none)"
+            ):
+                for row in rows(series):
+                    when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
+                    self.forecast.learn(series["tags"]["zone"], when, row["last"])
 
     # --- the reader thread -----------------------------------------------------------------------
 
@@ -214,7 +235,9 @@ class Store:
                 if self.store:
                     batch.lines.append(points.count(body, entrance, self.zones_of[entrance]))
                 if self.rollup is not None:
+                    self._step_levels(body.window_end)
                     self.rollup.apply(body, entrance)
+                    self._data_time = max(self._data_time or body.window_end, body.window_end)
                 if batch.latest is None or body.window_end > batch.latest:
                     batch.latest = body.window_end
             elif self.store and isinstance(body, contract.Heartbeat):
@@ -283,10 +306,11 @@ class Store:
         if not times:
             return
         when = max(times)  # the data's own clock, so that dwell times hold in replays too
+        self._evaluated = when
         problems = self._problems()
         self._report_faults(problems, datetime.now(timezone.utc))
         dead = set(problems)
-        changes = []
+        changes, warnings = [], []
         for state in zones:
             boundary = self.boundary[state.zone]
             missing = sorted({d for e in boundary for d in self.devices_of[e] if d in dead})
@@ -295,26 +319,44 @@ class Store:
             change = self.levels.update(state, coverage, missing, when)
             if change is not None:
                 changes.append(change)
+            if self.forecast is not None and coverage == 1.0:
+                self.forecast.observe(state.zone, when, state.occupancy)
+                level = self.levels.level(state.zone)
+                warning = self.forecast.warn(state.zone, level, state.capacity, self.levels.rule(state.zone))
+                if warning is not None:
+                    warnings.append(warning)
         shares = {z.zone: z.occupancy / z.capacity for z in zones}
         for change in changes:
             self._announce(change, shares)
+        for warning in warnings:
+            self._warn(warning, shares)
 
     def _announce(self, change: Change, shares: dict[str, float]) -> None:
         assert self.levels is not None
         state = notices.level_state(self.site, change)
         self.reply(("publish", contract.topic_for(state), contract.encode(state), True))
-        message = notices.notice(self.site, change, self.levels.level, shares.__getitem__)
-        payload = contract.encode(message)
-        for topic in notices.topics(self.site, message):
-            self.reply(("publish", topic, payload, False))
+        self._send(notices.notice(self.site, change, self.levels.level, shares.__getitem__))
         self._open.lines.append(points.level(self.site_id, change.zone, change.level, change.previous,
                                              change.reason, change.coverage, change.time))  # fmt: skip
         log.info("zone %s: %s -> %s (%s)", change.zone, change.previous, change.level, change.reason)
 
+    def _warn(self, warning: EarlyWarning, shares: dict[str, float]) -> None:
+        assert self.levels is not None
+        self._send(notices.predicted(self.site, warning, self.levels.level, shares.__getitem__))
+        self._open.lines.append(points.warning(self.site_id, warning.zone, warning.predicted, warning.capacity,
+                                               warning.minutes, warning.reason, warning.time))  # fmt: skip
+        log.info("zone %s: predicted red (%s)", warning.zone, warning.reason)
+
+    def _send(self, message: contract.DiversionNotice) -> None:
+        """A notice on the zone's topic and on each of its signed entrances' topics."""
+        payload = contract.encode(message)
+        for topic in notices.topics(self.site, message):
+            self.reply(("publish", topic, payload, False))
+
     def cut(self) -> None:
         """Hand the open batch to the writer; blocks while the writer is behind (the intake then waits)."""
         if self.rollup is not None:
-            if self.levels is not None and self._levels_due():
+            if self.levels is not None and self._levels_due() and self._settled():
                 self._evaluate_levels()
             self._open.lines.extend(self.rollup.take_points())
         batch = self._open
@@ -322,6 +364,27 @@ class Store:
             return
         self._open = _Open()
         self._batches.put(Batch(batch.lines, batch.chunks, batch.messages, batch.latest))
+
+    def _step_levels(self, window_end: datetime) -> None:
+        """Before the data's clock moves on by ``step_s``, evaluate the levels at the time it leaves.
+
+        In a backlog or a replay this keeps the levels on the data's own timeline, one complete
+        time step after another, however fast the messages come.
+        """
+        data, done = self._data_time, self._evaluated
+        if data is None or window_end <= data or (done is not None and data - done < self._step):
+            return
+        if self.levels is not None and self._levels_due():
+            self._evaluate_levels()
+
+    def _settled(self) -> bool:
+        """Whether levels may be evaluated at a batch cut: live data, nothing new, or the stream paused."""
+        data = self._data_time
+        if data is None or data == self._evaluated:
+            return True
+        if datetime.now(timezone.utc) - data < self._step:
+            return True
+        return time.monotonic() - self._last_chunk >= QUIET_S
 
     def _levels_due(self) -> bool:
         """After a start, wait until every device was heard (or the timeout passed): no false unknowns."""

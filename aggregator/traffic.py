@@ -34,9 +34,12 @@ class SimulatedDevice:
     totals: dict[str, list[int]] = field(default_factory=dict)
 
     def window(self, line: str, end: datetime, window_s: float, people: int) -> contract.CountWindow:
+        """A window with up to ``people`` crossings each way."""
+        return self.record(line, end, window_s, self.rng.randint(0, people), self.rng.randint(0, people))
+
+    def record(self, line: str, end: datetime, window_s: float, in_: int, out: int) -> contract.CountWindow:
+        """The window that reports these crossings, with the line's totals and the next sequence number."""
         total = self.totals.setdefault(line, [0, 0])
-        in_ = self.rng.randint(0, people)
-        out = self.rng.randint(0, people)
         total[0] += in_
         total[1] += out
         message = contract.CountWindow(

@@ -5,7 +5,8 @@ processes), and an MQTT subscriber on the zone notices. Each trial publishes one
 pushes Yijin Lane (capacity 1,300) over 100 % and waits for the red notice, then one that brings it
 back down (dwell 0 here, so that trials can follow each other; the other devices only speak at
 the start, so their silence timeout is set beyond the run). Latency is measured from just before
-the window's publish to the notice's arrival, on the same clock.
+the window's publish to the notice's arrival, on the same clock. Windows end at the current time, as
+live devices' do (a backlog or replay is evaluated on the data's own clock, in `step_s` steps).
 
     .venv/bin/python bench/notice_latency.py [--trials 100] [--json]
 """
@@ -16,19 +17,17 @@ import argparse
 import json
 import queue
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import yaml
 
 from aggregator import traffic
+from aggregator.bench import local_aggregator
 from lanewatch import EXAMPLE_SITE, contract
-from lanewatch.services import InfluxDB, Mosquitto
+from lanewatch.services import Mosquitto
 from lanewatch.site import load_site
 
 
@@ -39,23 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-latency-"))
-    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
-        assert isinstance(broker, Mosquitto)
-        assert isinstance(database, InfluxDB)
-        config = folder / "aggregator.yaml"
-        config.write_text(yaml.safe_dump({
-            "state_dir": str(folder / "state"), "broker": {"host": broker.host, "port": broker.port},
-            "influxdb": {"url": database.url}, "levels": {"default": {"dwell_s": 0}, "device_timeout_s": 3600},
-        }))  # fmt: skip
-        aggregator = subprocess.Popen(
-            [sys.executable, "-m", "lanewatch.cli", "aggregator", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            latencies = measure(site, broker, args.trials)
-        finally:
-            aggregator.terminate()
-            aggregator.wait(60)
+    settings = {"levels": {"default": {"dwell_s": 0}, "device_timeout_s": 3600}}
+    with local_aggregator(folder, **settings) as broker:
+        latencies = measure(site, broker, args.trials)
     ordered = sorted(latencies)
     result = {
         "trials": len(latencies),
@@ -85,11 +70,9 @@ def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
     listener.loop_start()
     publisher = traffic.Publisher(broker.host, broker.port)
     fleet = traffic.devices(site)  # type: ignore[arg-type]
-    start = datetime.now(timezone.utc) - timedelta(hours=2)
     deadline = time.monotonic() + 120
     while True:  # until the aggregator is up and has heard every device: yijin turns green
-        publisher.send(traffic.stream(fleet, 1, start=start, people=0))
-        start += timedelta(seconds=5)
+        publisher.send(traffic.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0))
         try:
             if arrivals.get(timeout=1.0)[1].level == "green":
                 break
@@ -97,12 +80,13 @@ def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the aggregator did not turn Yijin green") from None
     gate = next(d for d in fleet if d.device == "cam-yijin-west")
+    end = datetime.now(timezone.utc)
 
     def count(people_in: int, people_out: int) -> float:
-        """Publish one window of the Yijin west gate; the time just before."""
-        nonlocal start
-        window = gate.window("gate", start, 5.0, 0)
-        start += timedelta(seconds=5)
+        """Publish one window of the Yijin west gate, ending now (live data); the time just before."""
+        nonlocal end
+        end = max(end + timedelta(milliseconds=1), datetime.now(timezone.utc))
+        window = gate.window("gate", end, 5.0, 0)
         gate.totals["gate"][0] += people_in
         gate.totals["gate"][1] += people_out
         window = window.model_copy(update={"in_": people_in, "out": people_out, "total_in": gate.totals["gate"][0],

