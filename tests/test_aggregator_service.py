@@ -370,32 +370,42 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)
 
 
+class Desk:
+    """A technicians' and control-room desk: Yijin Lane's retained level and every device fault."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.seen.append((m.topic, m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(
+            [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
+        )
+        self.client.loop_start()
+
+    def level(self) -> str:
+        states = [c.decode("level", p) for t, p in list(self.seen) if t.endswith("/level")]
+        return states[-1].level if states else ""  # type: ignore[attr-defined]
+
+    def faults(self) -> list[c.DeviceFault]:
+        return [f for t, p in list(self.seen) if "/faults/" in t for f in [c.decode("fault", p)]]  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:
     mosquitto = fresh_mosquitto
     aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-faults", share_group="g-faults").start()
     aggregator.wait_connected()
-    seen: list[tuple[str, bytes]] = []
-    desk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    desk.on_message = lambda _c, _u, m: seen.append((m.topic, m.payload))
-    desk.connect(mosquitto.host, mosquitto.port)
-    desk.subscribe(
-        [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
-    )
-    desk.loop_start()
-
-    def level() -> str:
-        states = [c.decode("level", p) for t, p in list(seen) if t.endswith("/level")]
-        return states[-1].level if states else ""  # type: ignore[attr-defined]
-
-    def faults() -> list[c.DeviceFault]:
-        return [f for t, p in list(seen) if "/faults/" in t for f in [c.decode("fault", p)]]  # type: ignore[misc]
-
+    desk = Desk(mosquitto)
     fleet = traffic.devices(SITE)
     start = datetime.now(timezone.utc) - timedelta(minutes=10)
     publish(mosquitto, list(traffic.stream(fleet, 2, start=start, people=0)))
-    assert wait_until(lambda: level() == "green", 30), aggregator.log()[-2000:]
+    assert wait_until(lambda: desk.level() == "green", 30), aggregator.log()[-2000:]
     # The device at Yijin's west gate: online with its Last Will, then its connection dies.
     online = c.Availability(site="sanfang-qixiang", device="cam-yijin-west", state="online", boot_id=fleet[0].boot_id)
     offline = online.model_copy(update={"state": "offline"})
@@ -406,9 +416,9 @@ def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     device.publish(c.topic_for(online), c.encode(online), qos=1, retain=True).wait_for_publish(10)
     device.loop_stop()
     device.socket().close()  # no DISCONNECT: the broker publishes the Last Will
-    assert wait_until(lambda: level() == "unknown", 30), aggregator.log()[-2000:]
-    assert wait_until(lambda: [f.problem for f in faults() if f.device == "cam-yijin-west"] == ["offline"], 10)
-    fault = faults()[-1]
+    assert wait_until(lambda: desk.level() == "unknown", 30), aggregator.log()[-2000:]
+    assert wait_until(lambda: [f.problem for f in desk.faults() if f.device == "cam-yijin-west"] == ["offline"], 10)
+    fault = desk.faults()[-1]
     assert "yijin" in fault.zones
     assert fault.to == ["tech-team"]
     # Back online and counting: a real level again, and the technicians hear it recovered.
@@ -416,9 +426,41 @@ def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     back.send([(c.topic_for(online), c.encode(online))])
     back.close()
     publish(mosquitto, list(traffic.stream(fleet, 1, start=start + timedelta(minutes=1), people=0)))
-    assert wait_until(lambda: level() == "green", 30)
+    assert wait_until(lambda: desk.level() == "green", 30)
     assert wait_until(
-        lambda: [f.problem for f in faults() if f.device == "cam-yijin-west"] == ["offline", "recovered"], 10
+        lambda: [f.problem for f in desk.faults() if f.device == "cam-yijin-west"] == ["offline", "recovered"], 10
     )
-    desk.disconnect()
-    desk.loop_stop()
+    desk.close()
+
+
+def test_a_device_gone_silent_makes_its_zones_unknown_until_it_counts_again(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """No Last Will this time: the device just stops sending (a hung agent, a cut cable behind a switch)."""
+    mosquitto = fresh_mosquitto
+    aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-silent", share_group="g-silent",
+                             levels={"device_timeout_s": 3}).start()  # fmt: skip
+    aggregator.wait_connected()
+    desk = Desk(mosquitto)
+    fleet = traffic.devices(SITE)
+    others = [d for d in fleet if d.device != "cam-yijin-west"]
+    publish(
+        mosquitto, list(traffic.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0))
+    )
+    assert wait_until(lambda: desk.level() == "green", 30), aggregator.log()[-2000:]
+    silent_since = time.monotonic()
+    while desk.level() != "unknown" and time.monotonic() - silent_since < 30:  # the others keep counting
+        publish(
+            mosquitto,
+            list(traffic.stream(others, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0)),
+        )
+        time.sleep(0.5)
+    assert desk.level() == "unknown", aggregator.log()[-2000:]
+    assert wait_until(lambda: [f.problem for f in desk.faults() if f.device == "cam-yijin-west"] == ["silent"], 10)
+    assert all(f.device == "cam-yijin-west" for f in desk.faults())  # the devices that kept counting are fine
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=datetime.now(timezone.utc), people=0)))
+    assert wait_until(lambda: desk.level() == "green", 30)
+    assert wait_until(
+        lambda: [f.problem for f in desk.faults() if f.device == "cam-yijin-west"] == ["silent", "recovered"], 10
+    )
+    desk.close()
