@@ -56,11 +56,10 @@ def local_aggregator(folder: Path, **settings: Any) -> Iterator[Mosquitto]:
             )  # fmt: skip
         try:
             deadline = time.monotonic() + 60
-            while "subscribed to" not in log.read_text(errors="replace"):
+            while "subscription granted" not in log.read_text(errors="replace"):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the aggregator did not start:\n{log.read_text(errors='replace')}")
                 time.sleep(0.2)
-            time.sleep(0.5)  # its SUBSCRIBE is on the way
             yield broker
         finally:
             process.terminate()

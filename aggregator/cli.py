@@ -177,3 +177,53 @@ def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[st
             click.echo(line)
     except KeyboardInterrupt:
         pass
+
+
+@click.group()
+def dashboards() -> None:
+    """The control room's Grafana boards, generated from the site inventory.
+
+    Overview, Zone (one zone at a time), Devices and Trends, InfluxQL on the aggregator's InfluxDB.
+    Install them either way: mount the files `build` writes (Grafana file provisioning), or `push`
+    them to a running Grafana through its HTTP API.
+    """
+
+
+@dashboards.command("build")
+@site_option
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+def dashboards_build(site_file: Path, outdir: Path) -> None:
+    """Write the dashboards' JSON into OUTDIR and Grafana's provisioning files into OUTDIR/provisioning."""
+    from aggregator.dashboards import write, write_provisioning
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    for path in write(site, outdir) + write_provisioning(outdir / "provisioning"):
+        click.echo(f"wrote {path}")
+    click.echo(
+        f"mount {outdir / 'provisioning'} as /etc/grafana/provisioning and {outdir} as "
+        "/var/lib/grafana/dashboards/lanewatch (see dashboards/README.md)"
+    )
+
+
+@dashboards.command("push")
+@site_option
+@click.option("--url", envvar="GRAFANA_URL", default="http://127.0.0.1:3000", show_default=True,
+              help="Grafana's address (or GRAFANA_URL)")  # fmt: skip
+def dashboards_push(site_file: Path, url: str) -> None:
+    """Save the dashboards in Grafana's folder "LaneWatch" (token: GRAFANA_TOKEN). Re-running updates them."""
+    import os
+
+    from aggregator.grafana import PushError, push
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    token = os.environ.get("GRAFANA_TOKEN", "")
+    if not token:
+        raise click.ClickException("set GRAFANA_TOKEN to a Grafana service account token (role Editor)")
+    site = or_exit(lambda: load_site(site_file))
+    try:
+        push(site, url, token, say=click.echo)
+    except PushError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -211,6 +211,11 @@ def messages(
 
     for i in minutes:
         end = traffic.minute_end(i)
+        for device in fleet if i == 0 else []:  # devices say they are online when they connect
+            online = contract.Availability(
+                site=device.site, device=device.device, state="online", boot_id=device.boot_id
+            )
+            yield contract.topic_for(online), contract.encode(online)
         for device in fleet:
             counts = traffic.device_flows[device.device][i]
             for n, line in enumerate(device.lines):

