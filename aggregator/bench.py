@@ -37,9 +37,9 @@ BARE_GROUP = "bench-bare"
 
 
 @contextlib.contextmanager
-def local_aggregator(folder: Path, **settings: Any) -> Iterator[Mosquitto]:
+def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto, InfluxDB]]:
     """A private Mosquitto and InfluxDB, and `lanewatch aggregator run` on them (example site),
-    subscribed before this yields the broker (messages published earlier would go nowhere)."""
+    subscribed before this yields them (messages published earlier would go nowhere)."""
     with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
         assert isinstance(database, InfluxDB)
@@ -60,7 +60,7 @@ def local_aggregator(folder: Path, **settings: Any) -> Iterator[Mosquitto]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the aggregator did not start:\n{log.read_text(errors='replace')}")
                 time.sleep(0.2)
-            yield broker
+            yield broker, database
         finally:
             process.terminate()
             process.wait(60)

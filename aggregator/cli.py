@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -227,3 +229,47 @@ def dashboards_push(site_file: Path, url: str) -> None:
         push(site, url, token, say=click.echo)
     except PushError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@site_option
+@click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
+              help="a local calendar day, an ISO week (Monday to Sunday) or a calendar month")  # fmt: skip
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="a day in the period [default: yesterday at the site]")  # fmt: skip
+@click.option("--out", "outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="where the Markdown, CSV and PNG files go")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the aggregator's YAML configuration, for its influxdb: section [default: local InfluxDB 1.x]",
+)
+def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, config_path: Optional[Path]) -> None:
+    """A control-room report: peaks, time yellow and red, busiest entrances, hourly profile, devices, notices.
+
+    Writes SITE-PERIOD-START.md with its CSV tables and PNG charts into --out, from InfluxDB.
+    """
+    from zoneinfo import ZoneInfo
+
+    from aggregator import reports
+    from aggregator.config import load_aggregator_config
+    from aggregator.influx import Database, DatabaseError
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    config = or_exit(lambda: load_aggregator_config(config_path))
+    when = day.date() if day else datetime.now(ZoneInfo(site.site.timezone)).date() - timedelta(days=1)
+    steps = ["peak occupancy", "occupancy over the period", "time in each level", "early warnings", "entrances",
+             "hourly profile", "device availability"]  # fmt: skip
+    db = Database(config.influxdb)
+    try:
+        with click.progressbar(length=len(steps), label="querying InfluxDB", file=sys.stderr) as bar:
+            collected = reports.collect(site, db, period, when, step=lambda _what: bar.update(1))
+    except DatabaseError as exc:
+        raise click.ClickException(f"{exc} (the report reads the aggregator's database: see --config)") from None
+    finally:
+        db.close()
+    for path in reports.write(collected, outdir):
+        click.echo(f"wrote {path}")

@@ -376,6 +376,8 @@ class Store:
             return
         if self.levels is not None and self._levels_due():
             self._evaluate_levels()
+        if self.rollup is not None:  # every step's occupancy is kept, not only the last one of a batch
+            self._open.lines.extend(self.rollup.take_points())
 
     def _settled(self) -> bool:
         """Whether levels may be evaluated at a batch cut: live data, nothing new, or the stream paused."""

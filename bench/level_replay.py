@@ -20,12 +20,16 @@ import time
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
 
 from aggregator import levelreplay, realtraffic
 from aggregator.bench import local_aggregator
 from aggregator.config import LevelsConfig
 from lanewatch import EXAMPLE_SITE
+from lanewatch.services import InfluxDB
 from lanewatch.site import load_site
+from lanewatch.site.model import Site
 
 
 def main() -> None:
@@ -35,6 +39,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--report", type=Path, help="also write the control-room report of the replayed days here")
     args = parser.parse_args()
     say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     site = load_site(EXAMPLE_SITE)
@@ -42,10 +47,12 @@ def main() -> None:
     say(f"traffic: {traffic.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days")
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
     settings = {"status_s": 0.5, "validation": {"max_age_h": (args.days + 2) * 24}}
-    with local_aggregator(folder, **settings) as broker:
+    with local_aggregator(folder, **settings) as (broker, database):
         started = time.monotonic()
         notices = levelreplay.replay(site, traffic, broker.host, broker.port, progress=say)
         seconds = time.monotonic() - started
+        if args.report:
+            write_report(site, traffic, database, args.report, say)
     verdict = levelreplay.judge(site, traffic, notices, LevelsConfig())
     if args.json:
         result = asdict(verdict)
@@ -55,6 +62,22 @@ def main() -> None:
     print(f"{traffic.source}: {args.days} days, {len(notices)} zone notices, replayed in {seconds:.0f} s")
     for line in verdict.lines():
         print(line)
+
+
+def write_report(site: Site, traffic: realtraffic.Traffic, database: InfluxDB, folder: Path, say: Callable) -> None:
+    """The report of the replayed days as the control room would get it: a week (or day) report."""
+    from aggregator import reports
+    from aggregator.config import InfluxConfig
+    from aggregator.influx import Database
+
+    first = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
+    db = Database(InfluxConfig(url=database.url))
+    try:
+        collected = reports.collect(site, db, "week" if traffic.minutes > 24 * 60 else "day", first)
+    finally:
+        db.close()
+    for path in reports.write(collected, folder):
+        say(f"wrote {path}")
 
 
 if __name__ == "__main__":

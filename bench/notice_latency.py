@@ -39,7 +39,7 @@ def main() -> None:
     site = load_site(EXAMPLE_SITE)
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-latency-"))
     settings = {"levels": {"default": {"dwell_s": 0}, "device_timeout_s": 3600}}
-    with local_aggregator(folder, **settings) as broker:
+    with local_aggregator(folder, **settings) as (broker, _database):
         latencies = measure(site, broker, args.trials)
     ordered = sorted(latencies)
     result = {

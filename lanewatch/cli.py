@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from aggregator.cli import aggregator, alerts, dashboards
+from aggregator.cli import aggregator, alerts, dashboards, report
 from edge_agent.cli import agent
 from lanewatch import EXAMPLE_SITE, __version__
 
@@ -212,19 +212,7 @@ main.add_command(agent)
 main.add_command(aggregator)
 main.add_command(alerts)
 main.add_command(dashboards)
-
-# --- groups filled by reports ---------------------------------------------------------------------
-
-
-@main.group()
-def report() -> None:
-    """Daily, weekly and monthly reports for the control room.
-
-    Markdown, CSV and PNG charts, from InfluxDB.
-
-    Not in this release yet: arrives with the control-room reports.
-    """
-
+main.add_command(report)
 
 # --- demo -----------------------------------------------------------------------------------------
 

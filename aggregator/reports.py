@@ -1,0 +1,331 @@
+"""Daily, weekly and monthly reports for the control room: Markdown, CSV and PNG charts from InfluxDB.
+
+A period is a local calendar day, an ISO week (Monday to Sunday) or a calendar month at the site.
+Everything comes from what the aggregator stored (InfluxQL, so InfluxDB 1.x, 2.x and 3.x):
+- peak occupancy per zone and when, against capacity;
+- time spent yellow and red per zone (from the level changes, carried over from before the period);
+- the busiest entrances (people in and out);
+- the hourly profile: mean occupancy by hour of the local day, and people entering the district;
+- device availability: the share of 5-minute slots with a heartbeat, and offline events;
+- notices sent: level changes by level, and early warnings.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from aggregator import points
+from aggregator.influx import Database, rows
+from lanewatch.site.model import Site
+
+PERIODS = ("day", "week", "month")
+LEVELS = ("green", "yellow", "red", "unknown")
+
+
+def period_bounds(period: str, day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The period containing ``day``, as aware local datetimes [start, end)."""
+    if period == "day":
+        first, last = day, day + timedelta(days=1)
+    elif period == "week":
+        first = day - timedelta(days=day.weekday())
+        last = first + timedelta(days=7)
+    elif period == "month":
+        first = day.replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1)
+    else:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+    return datetime.combine(first, datetime.min.time(), tz), datetime.combine(last, datetime.min.time(), tz)
+
+
+@dataclass
+class Report:
+    site: Site
+    period: str
+    start: datetime  # local
+    end: datetime
+    peaks: dict[str, tuple[int, datetime]] = field(default_factory=dict)  # zone -> (occupancy, when)
+    level_hours: dict[str, dict[str, float]] = field(default_factory=dict)  # zone -> level -> hours
+    entrances: dict[str, tuple[int, int]] = field(default_factory=dict)  # entrance -> (in, out)
+    hourly: dict[str, list[float]] = field(default_factory=dict)  # zone -> 24 mean occupancies
+    entering: list[int] = field(default_factory=list)  # people entering the district, by local hour
+    occupancy: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)  # zone -> 15-min maxima
+    availability: dict[str, float] = field(default_factory=dict)  # device -> share of 5-min slots heard
+    offline_events: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)  # zone -> level -> changes into it
+    warnings: dict[str, int] = field(default_factory=dict)  # zone -> predicted-red notices
+
+
+def _when(ns: int) -> datetime:
+    return points.EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def collect(site: Site, db: Database, period: str, day: date, step: Callable[[str], None] = lambda _s: None) -> Report:
+    """Query everything the report needs; ``step`` is told what is being queried (for a progress bar)."""
+    tz = ZoneInfo(site.site.timezone)
+    start, end = period_bounds(period, day, tz)
+    report = Report(site, period, start, end)
+    s = site.site.id
+    span = f"time >= {points.ns(start)} AND time < {points.ns(end)}"
+    where = f"\"site\" = '{s}' AND {span}"
+
+    step("peak occupancy")
+    for series in db.query(f'SELECT max("occupancy") FROM "zones" WHERE {where} GROUP BY "zone"'):
+        for row in rows(series):
+            report.peaks[series["tags"]["zone"]] = (int(row["max"]), _when(row["time"]).astimezone(tz))
+    step("occupancy over the period")
+    bucket = "15m" if period != "month" else "1h"
+    for series in db.query(
+        f'SELECT max("occupancy") FROM "zones" WHERE {where} GROUP BY time({bucket}), "zone" fill(none)'
+    ):
+        report.occupancy[series["tags"]["zone"]] = [(_when(r["time"]).astimezone(tz), r["max"]) for r in rows(series)]
+
+    step("time in each level")
+    before: dict[str, str] = {}
+    for series in db.query(
+        f'SELECT last("level") FROM "levels" WHERE "site" = \'{s}\' AND time < {points.ns(start)} GROUP BY "zone"'
+    ):
+        for row in rows(series):
+            before[series["tags"]["zone"]] = row["last"]
+    changes: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for series in db.query(f'SELECT "level" FROM "levels" WHERE {where} GROUP BY "zone"'):
+        for row in rows(series):
+            changes[series["tags"]["zone"]].append((_when(row["time"]), row["level"]))
+    now = datetime.now(timezone.utc)
+    for zone in site.zones:
+        hours = dict.fromkeys(LEVELS, 0.0)
+        counted = dict.fromkeys(LEVELS, 0)
+        level, since = before.get(zone.id), start.astimezone(timezone.utc)
+        for when, new in sorted(changes.get(zone.id, [])):
+            if level is not None:
+                hours[level] += (when - since).total_seconds() / 3600
+            level, since = new, when
+            counted[new] += 1
+        if level is not None:
+            hours[level] += (min(end.astimezone(timezone.utc), now) - since).total_seconds() / 3600
+        report.level_hours[zone.id] = hours
+        report.changes[zone.id] = counted
+    step("early warnings")
+    for series in db.query(f'SELECT count("predicted") FROM "warnings" WHERE {where} GROUP BY "zone"'):
+        for row in rows(series):
+            report.warnings[series["tags"]["zone"]] = int(row["count"])
+
+    step("entrances")
+    for series in db.query(f'SELECT sum("in"), sum("out") FROM "counts" WHERE {where} GROUP BY "entrance"'):
+        for row in rows(series):
+            report.entrances[series["tags"]["entrance"]] = (int(row["sum"]), int(row["sum_1"]))
+
+    step("hourly profile")
+    sums: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
+    for series in db.query(f'SELECT mean("occupancy") FROM "zones" WHERE {where} GROUP BY time(1h), "zone" fill(none)'):
+        for row in rows(series):
+            sums[series["tags"]["zone"]][_when(row["time"]).astimezone(tz).hour].append(row["mean"])
+    report.hourly = {z: [sum(v) / len(v) if v else 0.0 for v in hours] for z, hours in sums.items()}
+    gates = "|".join(e.id for e, sign in site.boundary_entrances(site.root.id) if sign > 0)
+    entering = [0] * 24
+    # A window belongs to the hour it counted in: one ending at 07:00 sharp is 06:59's (offset 1 ns).
+    query = f'SELECT sum("in") FROM "counts" WHERE {where} AND "entrance" =~ /^({gates})$/ '
+    query += "GROUP BY time(1h, 1ns) fill(none)"
+    for series in db.query(query):
+        for row in rows(series):
+            entering[_when(row["time"]).astimezone(tz).hour] += int(row["sum"])
+    report.entering = entering
+
+    step("device availability")
+    slots = max(1, int((min(end, now.astimezone(tz)) - start).total_seconds() // 300))
+    for series in db.query(
+        f'SELECT count("uptime_s") FROM "heartbeat" WHERE {where} GROUP BY time(5m), "device" fill(none)'
+    ):
+        report.availability[series["tags"]["device"]] = min(1.0, len(rows(series)) / slots)
+    for series in db.query(
+        f'SELECT count("state") FROM "availability" WHERE {where} AND "online" = 0 GROUP BY "device"'
+    ):
+        for row in rows(series):
+            report.offline_events[series["tags"]["device"]] = int(row["count"])
+    return report
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def write(report: Report, folder: Path) -> list[Path]:
+    """The Markdown report, its CSV tables and PNG charts, in ``folder``; the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{report.site.site.id}-{report.period}-{report.start:%Y-%m-%d}"
+    written = [*_csvs(report, folder, stem), *_charts(report, folder, stem)]
+    markdown = folder / f"{stem}.md"
+    markdown.write_text(_markdown(report, [p.name for p in written]), encoding="utf-8")
+    return [markdown, *written]
+
+
+def _table(path: Path, header: list[str], body: list[list[Any]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(body)
+    return path
+
+
+def _csvs(report: Report, folder: Path, stem: str) -> list[Path]:
+    site = report.site
+    zones = [
+        [z.id, z.name.en, z.capacity, *(_peak(report, z.id)),
+         *(round(report.level_hours.get(z.id, {}).get(level, 0.0), 2) for level in ("yellow", "red", "unknown")),
+         *(report.changes.get(z.id, {}).get(level, 0) for level in ("yellow", "red")), report.warnings.get(z.id, 0)]
+        for z in site.zones
+    ]  # fmt: skip
+    entrances = [[e, i, o] for e, (i, o) in sorted(report.entrances.items(), key=lambda kv: -kv[1][0])]
+    hourly = [[h, report.entering[h], *(round(report.hourly.get(z.id, [0.0] * 24)[h], 1) for z in site.zones)]
+              for h in range(24)]  # fmt: skip
+    devices = [[d.id, d.entrance, round(report.availability.get(d.id, 0.0), 4), report.offline_events.get(d.id, 0)]
+               for d in site.devices]  # fmt: skip
+    return [
+        _table(folder / f"{stem}-zones.csv", ["zone", "name", "capacity", "peak", "peak_share", "peak_time",
+               "hours_yellow", "hours_red", "hours_unknown", "to_yellow", "to_red", "predicted_red"], zones),
+        _table(folder / f"{stem}-entrances.csv", ["entrance", "in", "out"], entrances),
+        _table(folder / f"{stem}-hourly.csv", ["hour", "entering", *(z.id for z in site.zones)], hourly),
+        _table(folder / f"{stem}-devices.csv", ["device", "entrance", "availability", "offline_events"], devices),
+    ]  # fmt: skip
+
+
+def _peak(report: Report, zone_id: str) -> list[Any]:
+    capacity = report.site.zone(zone_id).capacity
+    if zone_id not in report.peaks:
+        return ["", "", ""]
+    value, when = report.peaks[zone_id]
+    return [value, round(value / capacity, 3), when.strftime("%Y-%m-%d %H:%M")]
+
+
+def _charts(report: Report, folder: Path, stem: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    site = report.site
+    leaves = [z for z in site.zones if not site.children(z.id)]
+    out = []
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for zone in leaves:
+        series = report.occupancy.get(zone.id, [])
+        if series:
+            times: Any = [t for t, _v in series]  # matplotlib plots datetimes on a date axis
+            ax.plot(times, [v / zone.capacity for _t, v in series], label=zone.name.en, lw=1.2)
+    ax.axhline(0.8, color="#d4a000", ls="--", lw=1, label="yellow (80 %)")
+    ax.axhline(1.0, color="#c00000", ls="--", lw=1, label="red (100 %)")
+    ax.set_ylabel("occupancy / capacity")
+    ax.set_title(f"Occupancy of the third-level grids, {_label(report)}")
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    out.append(_save(fig, folder / f"{stem}-occupancy.png"))
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    hours = list(range(24))
+    ax.bar(hours, report.entering, color="#4a7ab7", label="people entering the district")
+    ax.set_xlabel("hour of the day (local time)")
+    ax.set_ylabel("people entering per hour (total)")
+    twin = ax.twinx()
+    for zone in leaves:
+        twin.plot(hours, report.hourly.get(zone.id, [0.0] * 24), lw=1.2, label=zone.name.en)
+    twin.set_ylabel("mean occupancy")
+    ax.set_title(f"Hourly profile, {_label(report)}")
+    twin.legend(fontsize=7, ncol=3, loc="upper left")
+    out.append(_save(fig, folder / f"{stem}-hourly.png"))
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    names = [z.id for z in site.zones]
+    bottom = [0.0] * len(names)
+    for level, colour in (("yellow", "#e0b000"), ("red", "#c00000"), ("unknown", "#8e8e8e")):
+        values = [report.level_hours.get(z, {}).get(level, 0.0) for z in names]
+        ax.bar(names, values, bottom=bottom, color=colour, label=level)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_ylabel("hours")
+    ax.set_title(f"Hours yellow, red and unknown per zone, {_label(report)}")
+    ax.legend()
+    ax.tick_params(axis="x", labelrotation=30)
+    out.append(_save(fig, folder / f"{stem}-levels.png"))
+
+    fig, ax = plt.subplots(figsize=(11, 5))
+    busiest = sorted(report.entrances.items(), key=lambda kv: kv[1][0])
+    ax.barh([e for e, _v in busiest], [v[0] for _e, v in busiest], color="#4a7ab7", label="in")
+    ax.barh([e for e, _v in busiest], [-v[1] for _e, v in busiest], color="#9bb8dd", label="out (left)")
+    ax.set_xlabel("people")
+    ax.set_title(f"Entrances, {_label(report)}")
+    ax.legend()
+    out.append(_save(fig, folder / f"{stem}-entrances.png"))
+    return out
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _label(report: Report) -> str:
+    last = report.end - timedelta(days=1)
+    if report.period == "day":
+        return f"{report.start:%a %d %b %Y}"
+    return f"{report.start:%d %b} – {last:%d %b %Y}"
+
+
+def _markdown(report: Report, files: list[str]) -> str:
+    site = report.site
+    stem = files[0].rsplit("-", 1)[0]
+    lines = [
+        f"# {site.site.name.zh} {site.site.name.en}: {report.period} report, {_label(report)}",
+        "",
+        f"Local time ({site.site.timezone}). From the aggregator's data in InfluxDB; "
+        f"tables in CSV beside this file ({', '.join(f for f in files if f.endswith('.csv'))}).",
+        "",
+        "## Peaks and levels per zone",
+        "",
+        "| zone | capacity | peak | share | when | hours yellow | hours red | hours unknown | to yellow | to red | predicted red |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for zone in site.zones:
+        peak = _peak(report, zone.id)
+        hours = report.level_hours.get(zone.id, {})
+        count = report.changes.get(zone.id, {})
+        share = f"{peak[1]:.0%}" if peak[1] != "" else ""
+        people = f"{peak[0]:,}" if peak[0] != "" else ""
+        lines.append(
+            f"| {zone.name.zh} {zone.name.en} | {zone.capacity:,} | {people} | {share} | {peak[2]} | "
+            f"{hours.get('yellow', 0):.1f} | {hours.get('red', 0):.1f} | {hours.get('unknown', 0):.1f} | "
+            f"{count.get('yellow', 0)} | {count.get('red', 0)} | {report.warnings.get(zone.id, 0)} |"
+        )
+    lines += ["", f"![occupancy]({stem}-occupancy.png)", "", f"![levels]({stem}-levels.png)", ""]
+    lines += ["## Busiest entrances", "", "| entrance | in | out |", "|---|---|---|"]
+    for entrance, (people_in, people_out) in sorted(report.entrances.items(), key=lambda kv: -kv[1][0])[:10]:
+        lines.append(f"| {entrance} | {people_in:,} | {people_out:,} |")
+    lines += ["", f"![entrances]({stem}-entrances.png)", "", "## Hourly profile", ""]
+    busiest_hour = max(range(24), key=lambda h: report.entering[h])
+    lines += [
+        f"{sum(report.entering):,} people entered the district; the busiest hour was "
+        f"{busiest_hour:02d}:00-{busiest_hour + 1:02d}:00 ({report.entering[busiest_hour]:,} in that hour, all days).",
+        "",
+        f"![hourly]({stem}-hourly.png)",
+        "",
+        "## Devices",
+        "",
+        "| device | entrance | availability | offline events |",
+        "|---|---|---|---|",
+    ]
+    for device in site.devices:
+        lines.append(
+            f"| {device.id} | {device.entrance} | {report.availability.get(device.id, 0.0):.1%} | "
+            f"{report.offline_events.get(device.id, 0)} |"
+        )
+    notices = sum(sum(c.values()) for c in report.changes.values())
+    lines += ["", "## Notices", "",
+              f"{notices} level changes announced, {sum(report.warnings.values())} early warnings (`predicted red`).",
+              ""]  # fmt: skip
+    return "\n".join(lines)
