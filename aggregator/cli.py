@@ -246,9 +246,11 @@ def dashboards_push(site_file: Path, url: str) -> None:
     help="the aggregator's YAML configuration, for its influxdb: section [default: local InfluxDB 1.x]",
 )
 def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, config_path: Optional[Path]) -> None:
-    """A control-room report: peaks, time yellow and red, busiest entrances, hourly profile, devices, notices.
+    """Daily, weekly and monthly reports for the control room (Markdown, CSV, PNG charts).
 
-    Writes SITE-PERIOD-START.md with its CSV tables and PNG charts into --out, from InfluxDB.
+    Peaks per zone and when, hours yellow and red, busiest entrances, the hourly profile, device
+    availability and notices sent, from the aggregator's InfluxDB: SITE-PERIOD-START.md with its CSV
+    tables and PNG charts in --out.
     """
     from zoneinfo import ZoneInfo
 
