@@ -50,17 +50,13 @@ class _Zone:
     curve: list[Optional[float]] = field(default_factory=lambda: [None] * BINS)
     bin: Optional[int] = None
     armed: bool = True
-    above: int = 0  # forecasts in a row at or above red
     clear_since: Optional[datetime] = None
 
 
 class Forecaster:
-    def __init__(
-        self, timezone: str, horizon_min: int = 15, slope_min: int = 15, curve_weight: float = 0.5, confirm: int = 1
-    ) -> None:
+    def __init__(self, timezone: str, horizon_min: int = 15, slope_min: int = 15, curve_weight: float = 0.5) -> None:
         self.tz = ZoneInfo(timezone)
         self.curve_weight = curve_weight
-        self.confirm = confirm
         self.horizon = timedelta(minutes=horizon_min)
         self.slope = timedelta(minutes=slope_min)
         self.zones: dict[str, _Zone] = {}
@@ -119,12 +115,7 @@ class Forecaster:
                 zone.clear_since = None
             return None
         if level not in ("green", "yellow") or predicted < rule.red_at * capacity or predicted <= occupancy:
-            zone.above = 0
             return None
-        zone.above += 1
-        if zone.above < self.confirm:
-            return None
-        zone.above = 0
         zone.armed = False
         minutes = int(self.horizon.total_seconds() // 60)
         return EarlyWarning(zone_id, round(predicted), capacity, minutes, occupancy, now)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from aggregator.traffic import Message, SimulatedDevice
+from lanewatch import contract
 from lanewatch.site.model import Site
 
 DAY = 24 * 60
@@ -207,8 +208,6 @@ def messages(
 ) -> Iterator[Message]:
     """What the devices publish for these minutes of the traffic: a one-minute window per device line,
     in time order, and a heartbeat every few minutes (call with consecutive ranges, same ``fleet``)."""
-    from lanewatch import contract
-
     for i in minutes:
         end = traffic.minute_end(i)
         for device in fleet if i == 0 else []:  # devices say they are online when they connect
