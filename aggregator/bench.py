@@ -12,6 +12,7 @@ part of either. The load generator runs before the clocks start and never compet
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -64,6 +65,15 @@ def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto,
         finally:
             process.terminate()
             process.wait(60)
+
+
+def backlog_arguments(doc: str) -> argparse.Namespace:
+    """The command line of the drain benchmarks: --devices, --windows, --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=400, help="simulated devices")
+    parser.add_argument("--windows", type=int, default=120, help="count windows per device in the backlog")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return parser.parse_args()
 
 
 def synthetic_site(devices: int) -> dict:

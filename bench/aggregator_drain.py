@@ -8,18 +8,13 @@ same backlog, same broker, same machine); ratios are what to compare across mach
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from aggregator.bench import run_bench
+from aggregator.bench import backlog_arguments, run_bench
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=400)
-    parser.add_argument("--windows", type=int, default=120)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = backlog_arguments(__doc__)
     runs = [run_bench(args.devices, args.windows, instances) for instances in (1, 2)]
     if args.json:
         print(json.dumps(runs))
