@@ -16,6 +16,7 @@ from tests.conftest import Listener, SecureBroker, wait_until
 from tests.test_agent import start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
+CUT_S = 30  # a link cut without a word: several keepalive intervals (5 s) long
 
 
 class FreezableProxy:
@@ -50,6 +51,9 @@ class FreezableProxy:
 
     def freeze(self) -> None:
         self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -93,6 +97,37 @@ def test_broker_gone_for_minutes_every_window_arrives_once(
         pile = next((i for i, top in enumerate(runs) if top < seq), None)
         runs.append(seq) if pile is None else runs.__setitem__(pile, seq)
     assert len(runs) <= 3  # before the outage, its backlog, and live windows after it
+
+
+def test_a_link_cut_and_restored_loses_and_doubles_nothing(
+    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+) -> None:
+    """The network between the device and the broker stops passing bytes (no FIN, no RST) for half a
+    minute, then comes back: the agent notices the dead link by its keepalive, keeps counting into
+    its outbox, reconnects when it can, and every window arrives; the totals add up exactly."""
+    proxy = FreezableProxy(secure_broker.server.port)
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url)
+    config.write_text(config.read_text().replace(f"port: {secure_broker.server.port}", f"port: {proxy.port}"))
+    agent = start_agent(config)
+    try:
+        assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
+        proxy.freeze()
+        time.sleep(CUT_S)
+        assert agent.poll() is None, "the agent must keep running while the link is dead"
+        proxy.thaw()
+        assert wait_until(lambda: len(listener.windows()) >= 5 + CUT_S - 5, seconds=120)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=90)
+        proxy.close()
+    assert wait_until(lambda: listener.windows() and _complete(listener.windows()), seconds=60)
+    windows = listener.windows()
+    assert len({w["boot_id"] for w in windows}) == 1
+    assert sorted(w["seq"] for w in windows) == list(range(len(windows)))  # none lost, none twice
+    for line in {w["line"] for w in windows}:  # the cumulative totals agree with the windows, exactly
+        mine = sorted((w for w in windows if w["line"] == line), key=lambda w: w["seq"])
+        assert mine[-1]["total_in"] == sum(w["in"] for w in mine) + mine[0]["total_in"] - mine[0]["in"]
+        assert mine[-1]["total_out"] == sum(w["out"] for w in mine) + mine[0]["total_out"] - mine[0]["out"]
 
 
 def _complete(windows: list[dict]) -> bool:
