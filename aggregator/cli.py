@@ -263,11 +263,9 @@ def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, 
     site = or_exit(lambda: load_site(site_file))
     config = or_exit(lambda: load_aggregator_config(config_path))
     when = day.date() if day else datetime.now(ZoneInfo(site.site.timezone)).date() - timedelta(days=1)
-    steps = ["peak occupancy", "occupancy over the period", "time in each level", "early warnings", "entrances",
-             "hourly profile", "device availability"]  # fmt: skip
     db = Database(config.influxdb)
     try:
-        with click.progressbar(length=len(steps), label="querying InfluxDB", file=sys.stderr) as bar:
+        with click.progressbar(length=len(reports.STEPS), label="querying InfluxDB", file=sys.stderr) as bar:
             collected = reports.collect(site, db, period, when, step=lambda _what: bar.update(1))
     except DatabaseError as exc:
         raise click.ClickException(f"{exc} (the report reads the aggregator's database: see --config)") from None

@@ -25,6 +25,9 @@ from aggregator.influx import Database, rows
 from lanewatch.site.model import Site
 
 PERIODS = ("day", "week", "month")
+#: What ``collect`` queries, in order (a progress bar's steps).
+STEPS = ("peak occupancy", "occupancy over the period", "time in each level", "early warnings", "entrances",
+         "hourly profile", "device availability")  # fmt: skip
 LEVELS = ("green", "yellow", "red", "unknown")
 
 
@@ -70,22 +73,23 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
     tz = ZoneInfo(site.site.timezone)
     start, end = period_bounds(period, day, tz)
     report = Report(site, period, start, end)
+    steps = iter(STEPS)
     s = site.site.id
     span = f"time >= {points.ns(start)} AND time < {points.ns(end)}"
     where = f"\"site\" = '{s}' AND {span}"
 
-    step("peak occupancy")
+    step(next(steps))
     for series in db.query(f'SELECT max("occupancy") FROM "zones" WHERE {where} GROUP BY "zone"'):
         for row in rows(series):
             report.peaks[series["tags"]["zone"]] = (int(row["max"]), _when(row["time"]).astimezone(tz))
-    step("occupancy over the period")
+    step(next(steps))
     bucket = "15m" if period != "month" else "1h"
     for series in db.query(
         f'SELECT max("occupancy") FROM "zones" WHERE {where} GROUP BY time({bucket}), "zone" fill(none)'
     ):
         report.occupancy[series["tags"]["zone"]] = [(_when(r["time"]).astimezone(tz), r["max"]) for r in rows(series)]
 
-    step("time in each level")
+    step(next(steps))
     before: dict[str, str] = {}
     for series in db.query(
         f'SELECT last("level") FROM "levels" WHERE "site" = \'{s}\' AND time < {points.ns(start)} GROUP BY "zone"'
@@ -110,17 +114,17 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
             hours[level] += (min(end.astimezone(timezone.utc), now) - since).total_seconds() / 3600
         report.level_hours[zone.id] = hours
         report.changes[zone.id] = counted
-    step("early warnings")
+    step(next(steps))
     for series in db.query(f'SELECT count("predicted") FROM "warnings" WHERE {where} GROUP BY "zone"'):
         for row in rows(series):
             report.warnings[series["tags"]["zone"]] = int(row["count"])
 
-    step("entrances")
+    step(next(steps))
     for series in db.query(f'SELECT sum("in"), sum("out") FROM "counts" WHERE {where} GROUP BY "entrance"'):
         for row in rows(series):
             report.entrances[series["tags"]["entrance"]] = (int(row["sum"]), int(row["sum_1"]))
 
-    step("hourly profile")
+    step(next(steps))
     sums: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
     for series in db.query(f'SELECT mean("occupancy") FROM "zones" WHERE {where} GROUP BY time(1h), "zone" fill(none)'):
         for row in rows(series):
@@ -136,7 +140,7 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
             entering[_when(row["time"]).astimezone(tz).hour] += int(row["sum"])
     report.entering = entering
 
-    step("device availability")
+    step(next(steps))
     slots = max(1, int((min(end, now.astimezone(tz)) - start).total_seconds() // 300))
     for series in db.query(
         f'SELECT count("uptime_s") FROM "heartbeat" WHERE {where} GROUP BY time(5m), "device" fill(none)'

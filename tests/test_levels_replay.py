@@ -7,9 +7,7 @@ the example site, with every zone's true occupancy known (``aggregator.realtraff
 
 from __future__ import annotations
 
-import pytest
-
-from aggregator import levelreplay, realtraffic
+from aggregator import levelreplay
 from aggregator.config import LevelsConfig
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE, ReplayedWeek
@@ -17,13 +15,9 @@ from tests.conftest import EXAMPLE_SITE, ReplayedWeek
 SITE = load_site(EXAMPLE_SITE)
 
 
-@pytest.fixture(scope="module")
-def week() -> realtraffic.Traffic:
-    return realtraffic.week(SITE)
-
-
-def test_real_traffic_makes_real_zone_levels(week: realtraffic.Traffic) -> None:
+def test_real_traffic_makes_real_zone_levels(replayed_week: ReplayedWeek) -> None:
     """The generated week is what the judgement needs: true occupancy that reaches every level."""
+    week = replayed_week.traffic
     assert week.minutes == 7 * 24 * 60
     shares = {z.id: week.occupancy[z.id].max() / z.capacity for z in SITE.zones}
     assert max(shares.values()) >= 1.0  # some zone is red at some time
