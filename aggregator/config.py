@@ -82,6 +82,21 @@ class ValidationConfig(_Section):
         "crowds flow at under 1.5, so more is a broken counter",
     )
     max_flow_per_s: float = Field(default=50.0, gt=0, description="the same limit for entrances of unknown width")
+    clock_tolerance_s: float = Field(
+        default=120.0,
+        ge=90,
+        description="a device clock further off than this (measured from its heartbeats) is corrected here "
+        "and reported to the technicians; at least 90 s, as heartbeats may wait at the broker up to a minute",
+    )
+
+    @model_validator(mode="after")
+    def _tolerance_within_future_limit(self) -> ValidationConfig:
+        if self.clock_tolerance_s > self.max_future_s:
+            raise ValueError(
+                f"clock_tolerance_s ({self.clock_tolerance_s:g}) must not exceed max_future_s ({self.max_future_s:g}):"
+                " a clock ahead by less than the tolerance is not corrected, so it must not be rejected either"
+            )
+        return self
 
 
 class LevelRule(_Section):

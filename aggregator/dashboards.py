@@ -261,10 +261,10 @@ datasources:
     uid: {uid}
     type: influxdb
     access: proxy
-    url: http://127.0.0.1:8086
+    url: {url}
     user: $INFLUXDB_USER
     jsonData:
-      dbName: lanewatch
+      dbName: {database}
       httpMode: POST
     secureJsonData:
       password: $INFLUXDB_PASSWORD
@@ -286,10 +286,12 @@ providers:
 """
 
 
-def write_provisioning(folder: Path) -> list[Path]:
-    """Grafana's file provisioning: the datasource and the dashboard provider, ready to mount."""
+def write_provisioning(folder: Path, url: str = "http://127.0.0.1:8086", database: str = "lanewatch") -> list[Path]:
+    """Grafana's file provisioning: the datasource (the aggregator's InfluxDB) and the dashboard provider."""
     files = {
-        folder / "datasources" / "lanewatch.yaml": DATASOURCE_YAML.format(uid=DATASOURCE["uid"]),
+        folder / "datasources" / "lanewatch.yaml": DATASOURCE_YAML.format(
+            uid=DATASOURCE["uid"], url=url, database=database
+        ),
         folder / "dashboards" / "lanewatch.yaml": PROVIDER_YAML,
     }
     for path, text in files.items():

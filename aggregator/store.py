@@ -127,6 +127,7 @@ class Store:
         self.offline: set[str] = set()
         self.faults: dict[str, tuple[str, datetime]] = {}  # device -> (problem, since), as last reported
         self.camera_failed: set[str] = set()
+        self.disk_full: set[str] = set()
         self._open = _Open()
         self._batches: queue.Queue[Optional[Batch]] = queue.Queue(maxsize=4)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -269,12 +270,17 @@ class Store:
             (self.offline.add if body.state == "offline" else self.offline.discard)(device)
         elif isinstance(body, contract.Heartbeat):
             (self.camera_failed.add if body.camera == "failed" else self.camera_failed.discard)(device)
+            (self.disk_full.add if body.storage == "full" else self.disk_full.discard)(device)
 
     def _problems(self) -> dict[str, str]:
         """Every device that cannot be counted on now, and why."""
         timeout = self.config.levels.device_timeout_s
         now = time.monotonic()
-        problems = {d: "silent" for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
+        problems = dict.fromkeys(self.validator.clocks.off(), "clock_off")
+        problems.update(dict.fromkeys(self.disk_full, "disk_full"))
+        problems.update(
+            {d: "silent" for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
+        )
         problems.update(dict.fromkeys(self.camera_failed, "camera_failed"))
         problems.update(dict.fromkeys(self.offline, "offline"))
         return problems
@@ -309,7 +315,7 @@ class Store:
         self._evaluated = when
         problems = self._problems()
         self._report_faults(problems, datetime.now(timezone.utc))
-        dead = set(problems)
+        dead = {device for device, problem in problems.items() if problem not in notices.COUNTING}
         changes, warnings = [], []
         for state in zones:
             boundary = self.boundary[state.zone]

@@ -2,8 +2,8 @@
 
 The contract (``lanewatch.contract``) checks the payload on its own: JSON, types, bounds, closed
 fields. This module adds what only the receiver can know: the site and the device exist, the ids in
-the payload match the topic, the device's clock is plausible, and the counts are physically possible
-for the entrance's width.
+the payload match the topic, the device's clock is plausible (a clock far off is measured and
+corrected: ``aggregator.clocks``), and the counts are physically possible for the entrance's width.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Union
 
+from aggregator.clocks import ClockWatch
 from aggregator.config import ValidationConfig
 from lanewatch import contract
 from lanewatch.site.model import Device, Entrance, Site
@@ -41,6 +42,7 @@ class Validator:
         self.lines = {d.id: {line.name for line in d.lines} for d in site.devices}
         self.max_future = timedelta(seconds=config.max_future_s)
         self.max_age = timedelta(hours=config.max_age_h)
+        self.clocks = ClockWatch(config.clock_tolerance_s)
 
     def check(self, topic: str, payload: bytes, now: datetime) -> Accepted:
         """The decoded message with its device and entrance, or InvalidMessageError with the first rule it breaks."""
@@ -71,6 +73,9 @@ class Validator:
                 f"device {message.device!r} in the payload differs from the topic's {device.id!r}"
             )
         entrance = self.entrances[device.entrance]
+        if isinstance(message, contract.Heartbeat):
+            self.clocks.heard(device.id, message.time, now)
+        message = _retimed(message, self.clocks.offset(device.id))
         if isinstance(message, contract.CountWindow):
             self._check_count(message, ids["line"], entrance, now)
         elif isinstance(message, contract.Heartbeat):
@@ -111,3 +116,16 @@ class Validator:
                 f"{name} {when.isoformat()} is older than {self.config.max_age_h:g} h; too late to count "
                 "(validation.max_age_h)"
             )
+
+
+def _retimed(message: DeviceMessage, offset: timedelta) -> DeviceMessage:
+    """The message with its times moved by the device's clock offset (unchanged when there is none)."""
+    if not offset:
+        return message
+    if isinstance(message, contract.CountWindow):
+        return message.model_copy(
+            update={"window_start": message.window_start - offset, "window_end": message.window_end - offset}
+        )
+    if isinstance(message, contract.Heartbeat):
+        return message.model_copy(update={"time": message.time - offset})
+    return message

@@ -40,7 +40,8 @@ class Agent:
         self.config = config
         self.boot_id = uuid.uuid4().hex
         self.started = time.monotonic()
-        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_messages, config.outbox.max_age_h * 3600)
+        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_messages,
+                             config.outbox.max_age_h * 3600, config.outbox.max_unstored)  # fmt: skip
         state = self.outbox.state()
         names = [line.name for line in config.lines] + ([config.counter.line] if config.counter else [])
         self.totals = {name: {d: int(state.get(f"total.{name}.{d}", "0")) for d in ("in", "out")} for name in names}
@@ -73,6 +74,9 @@ class Agent:
         self.wall_origin = datetime.now(timezone.utc)  # window 0 starts here (device time, UTC), set by run()
         self.clock_start = time.monotonic()
         self._stop = threading.Event()
+        self._beat_lock = threading.Lock()
+        self._last_beat = (0, 0.0, time.monotonic())  # frames, invoke seconds, monotonic time at the last beat
+        self.publisher.on_connected = lambda: self._beat(connecting=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,7 +97,7 @@ class Agent:
                     beside = (check.port, check.line, False, check.baudrate)
                     helper = threading.Thread(target=self._count_serial, args=beside, name="counter", daemon=True)
                     helper.start()
-                with open_source(self.config.source, realtime=self.config.realtime) as source:
+                with open_source(self.config.source, realtime=self.config.realtime, loop=self.config.loop) as source:
                     self.source = source
                     self._count(source)
         finally:
@@ -206,26 +210,30 @@ class Agent:
                 systemd.notify("WATCHDOG=1")
 
     def _heartbeats(self) -> None:
-        last_frames, last_invoke, last_time = 0, 0.0, time.monotonic()
         while not self._stop.wait(self.config.heartbeat_s):
+            self._beat()
+
+    def _beat(self, connecting: bool = False) -> None:
+        """One heartbeat, published at once: every heartbeat_s, and first thing at every connection (the
+        aggregator measures this device's clock by it). Health is live state: never queued while offline."""
+        with self._beat_lock:
             now = time.monotonic()
-            frames = self.frames_seen
-            invoke = self.pipeline.times.invoke if self.pipeline else 0.0
-            elapsed = max(now - last_time, 1e-6)
-            done = frames - last_frames
+            frames, invoke = self.frames_seen, self.pipeline.times.invoke if self.pipeline else 0.0
+            last_frames, last_invoke, last_time = self._last_beat
+            elapsed, done = max(now - last_time, 1e-6), frames - last_frames
             beat = contract.Heartbeat(
                 site=self.config.site, device=self.config.device, boot_id=self.boot_id,
                 time=datetime.now(timezone.utc), uptime_s=now - self.started, fps=min(done / elapsed, 1000.0),
                 inference_ms=(1000 * (invoke - last_invoke) / done) if done else None,
                 dropped_frames=self.source.dropped if self.source else 0, cpu_temp_c=_cpu_temperature(),
                 load1=os.getloadavg()[0], outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped(),
-                camera=self._source_state(),
+                camera=self._source_state(), storage="full" if self.outbox.full else "ok",
                 sign=self.sign.link.state if self.sign else "none",
                 clock_synced=_clock_synced(),
             )  # fmt: skip
-            last_frames, last_invoke, last_time = frames, invoke, now
-            if self.publisher.connected:  # health is live state: not worth queueing while offline
-                self.publisher.client.publish(contract.topic_for(beat), contract.encode(beat), qos=contract.QOS)
+            self._last_beat = (frames, invoke, now)
+        if connecting or self.publisher.connected:
+            self.publisher.publish_live(contract.topic_for(beat), contract.encode(beat))
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

@@ -28,6 +28,11 @@ class _Section(BaseModel):
 class OutboxConfig(_Section):
     max_messages: int = Field(default=500_000, ge=1)
     max_age_h: float = Field(default=168.0, gt=0, description="older messages are dropped (and counted)")
+    max_unstored: int = Field(
+        default=10_000,
+        ge=1,
+        description="messages kept in memory while the disk is full; beyond, the oldest are dropped (and counted)",
+    )
 
 
 class SignConfig(_Section):
@@ -56,6 +61,7 @@ class AgentConfig(_Section):
     entrance: Id = Field(description="the entrance this device counts; its notices go to the sign")
     source: str = Field(description="camera:N, picamera2, rtsp://..., http(s)://..., gst:..., a video file or folder")
     realtime: bool = Field(default=True, description="replay files at their own frame rate")
+    loop: bool = Field(default=False, description="replay files over and over (demonstrations, soak tests)")
     model: Optional[Path] = Field(default=None, description="TFLite model; required unless the source is serial:")
     model_format: Optional[Literal["ssd", "yolov8", "yolov5"]] = None
     threads: int = Field(default=2, ge=1, le=16)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.outbox import Outbox
 from lanewatch import contract
@@ -75,6 +77,7 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.on_connected: Optional[Callable[[], None]] = None  # called on each connection, before the outbox
         self._acks: queue.Queue[int] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -141,8 +144,19 @@ class Publisher:
         client.publish(self.availability_topic, self._online, qos=contract.QOS, retain=True)
         for topic in self._subscriptions:
             client.subscribe(topic, qos=contract.QOS)
+        if self.on_connected is not None:  # before any queued count goes out
+            self.on_connected()
         self._connected.set()
         self._wake.set()
+
+    def publish_live(self, topic: str, payload: bytes) -> None:
+        """State worth having only fresh (heartbeats): QoS 1, not from the outbox, and (MQTT v5) expiring at
+        the broker after ``contract.HEARTBEAT_EXPIRY_S`` instead of being delivered stale."""
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = contract.HEARTBEAT_EXPIRY_S
+        self.client.publish(topic, payload, qos=contract.QOS, properties=properties)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if not self._stop.is_set():

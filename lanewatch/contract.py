@@ -131,6 +131,9 @@ class Heartbeat(Message):
         ge=0, le=MAX_TOTAL, description="messages dropped by the outbox bounds since commissioning"
     )
     camera: CameraState
+    storage: Literal["ok", "full"] = Field(
+        default="ok", description="full: the disk under the outbox is full; counts are sent from memory, not stored"
+    )
     sign: SignState
     clock_synced: Optional[bool] = Field(description="system clock synchronised (NTP); null when unknown")
 
@@ -197,8 +200,11 @@ class DeviceFault(Message):
 
     device: Id
     entrance: Id
-    zones: list[Id] = Field(max_length=MAX_IDS, description="zones whose level is unknown without it")
-    problem: Literal["offline", "silent", "camera_failed", "recovered"]
+    zones: list[Id] = Field(
+        max_length=MAX_IDS,
+        description="zones whose level is unknown without it (none for disk_full and clock_off: it still counts)",
+    )
+    problem: Literal["offline", "silent", "camera_failed", "disk_full", "clock_off", "recovered"]
     since: Timestamp
     time: Timestamp
     text: NoticeText
@@ -257,6 +263,9 @@ KINDS: dict[str, Kind] = {
     "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
 }
 QOS = 1
+#: Heartbeats are published with this MQTT v5 Message Expiry Interval: stale health is never delivered,
+#: and a heartbeat's time against its arrival measures the device's clock within about a minute.
+HEARTBEAT_EXPIRY_S = 60
 
 
 def topic_for(message: Message, entrance: Optional[str] = None) -> str:

@@ -1,9 +1,11 @@
-"""The agent when things break for real: the broker gone for minutes, the network cut without a word."""
+"""The agent when things break for real: the broker gone for minutes, the network cut without a word,
+the disk under the outbox full."""
 
 from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.outbox import Outbox
 from tests.cameras import MjpegCamera
-from tests.conftest import Listener, SecureBroker, wait_until
+from tests.conftest import Listener, SecureBroker, unavailable, wait_until
 from tests.test_agent import start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
@@ -159,3 +162,79 @@ def test_the_last_will_marks_a_silent_device_offline(
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         proxy.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB file system of the test's own (tmpfs), to fill up for real; mounting needs root, as in CI."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        unavailable(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()}): run the tests as root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros until the file system says no space is left."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of_windows(
+    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, small_disk: Path, tmp_path: Path
+) -> None:
+    """The device's disk fills up while the broker is away: the agent keeps counting, holds what the disk
+    cannot take in memory (at most ``max_unstored`` messages, the oldest dropped beyond), says so in its
+    heartbeat (storage full, the drops counted), sends what it kept when the broker is back, and stores
+    again once space is freed. A dropped window loses its own breakdown, not its people: the cumulative
+    totals of the next window carry them."""
+    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    text = config.read_text().replace(str(tmp_path / "state"), str(small_disk / "state"))
+    config.write_text(text + "loop: true\noutbox: {max_unstored: 10}\n")
+    agent = start_agent(config)
+    filler: Path | None = None
+    try:
+        assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
+        filler = fill(small_disk)
+        secure_broker.server.stop()
+        away = time.monotonic()
+        time.sleep(40)  # 40 one-second windows while the disk is full and the broker away
+        assert agent.poll() is None, "the agent must keep counting on a full disk"
+        beats = len(listener.heartbeats)
+        secure_broker.server.start()
+        assert wait_until(lambda: len(listener.heartbeats) > beats, seconds=60)  # the agent is back
+        away = time.monotonic() - away
+        assert wait_until(lambda: any(h["storage"] == "full" and h["outbox_dropped"] > 0 for h in listener.heartbeats),
+                          seconds=60), listener.heartbeats[-1:]  # fmt: skip
+        filler.unlink()
+        filler = None
+        assert wait_until(lambda: listener.heartbeats[-1]["storage"] == "ok", seconds=30)
+        made = max(w["seq"] for w in listener.windows())
+        assert wait_until(lambda: max(w["seq"] for w in listener.windows()) >= made + 3, seconds=30)
+    finally:
+        if filler is not None:
+            filler.unlink()
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=90)
+    reported = listener.heartbeats[-1]["outbox_dropped"]
+    windows = sorted(listener.windows(), key=lambda w: w["seq"])
+    missing = set(range(windows[-1]["seq"] + 1)) - {w["seq"] for w in windows}
+    assert 0 < len(missing) == reported  # counted and reported, exactly
+    assert len(missing) <= away + 1 - 10  # bounded: what the outage made, less what memory holds
+    assert max(missing) - min(missing) + 1 == len(missing)  # the oldest of them, in one run
+    assert len({w["seq"] for w in windows}) == len(windows)  # none doubled
+    totals = [(w["total_in"], w["total_out"]) for w in windows]
+    assert totals == sorted(totals)  # the cumulative totals never step back
+    # the people in the dropped windows are in the totals: the device's own record agrees with the last window
+    state = Outbox(small_disk / "state" / "outbox.db").state()
+    assert (int(state["total.gate.in"]), int(state["total.gate.out"])) == totals[-1]
+    assert totals[-1][0] >= 4  # people walked through during the test (TUD-Stadtmitte: one each way a pass)

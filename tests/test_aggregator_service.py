@@ -464,3 +464,33 @@ def test_a_device_gone_silent_makes_its_zones_unknown_until_it_counts_again(
         lambda: [f.problem for f in desk.faults() if f.device == "cam-yijin-west"] == ["silent", "recovered"], 10
     )
     desk.close()
+
+
+def test_a_device_with_a_full_disk_is_reported_and_its_zones_keep_their_level(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """A full disk does not stop a device counting (it sends from memory), so its zones stay known;
+    the technicians are told, and told again when it has space."""
+    mosquitto = fresh_mosquitto
+    aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-disk", share_group="g-disk").start()
+    aggregator.wait_connected()
+    desk = Desk(mosquitto)
+    fleet = traffic.devices(SITE)
+    now = datetime.now(timezone.utc)
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=now - timedelta(seconds=5), people=0)))
+    assert wait_until(lambda: desk.level() == "green", 30), aggregator.log()[-2000:]
+    full = fleet[0].heartbeat(now).model_copy(update={"storage": "full"})
+    assert full.device == "cam-yijin-west"
+    publish(mosquitto, [(c.topic_for(full), c.encode(full))])
+    assert wait_until(lambda: [f.problem for f in desk.faults()] == ["disk_full"], 10), aggregator.log()[-2000:]
+    fault = desk.faults()[0]
+    assert fault.zones == []  # no zone goes unknown for it
+    assert "tech-team" in fault.to
+    assert "full disk" in fault.text.en
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=datetime.now(timezone.utc), people=0, heartbeat_every=0)))
+    assert desk.level() == "green"
+    space = fleet[0].heartbeat(datetime.now(timezone.utc))
+    publish(mosquitto, [(c.topic_for(space), c.encode(space))])
+    assert wait_until(lambda: [f.problem for f in desk.faults()] == ["disk_full", "recovered"], 10)
+    assert desk.level() == "green"
+    desk.close()

@@ -153,3 +153,36 @@ def test_the_example_configuration_is_valid() -> None:
     config = load_aggregator_config(REPO / "firmware_config" / "aggregator.yaml")
     assert config.roles == ["store", "rollup"]
     assert config.influxdb.database == "sanfang-qixiang"
+
+
+def test_a_clock_far_off_is_measured_from_heartbeats_and_its_windows_re_timed() -> None:
+    validator = Validator(SITE, ValidationConfig())
+    ahead = timedelta(hours=2, seconds=3)
+    late = timedelta(seconds=20)  # this heartbeat waited at the broker: the next, prompt one sets the estimate
+    for delay in (late, timedelta(0)):
+        beat = samples()["heartbeat"].model_copy(update={"time": NOW + ahead})
+        stored = validator.check(c.topic_for(beat), c.encode(beat), NOW + delay).message
+    assert stored.time == NOW + timedelta(seconds=3)  # type: ignore[attr-defined]  # re-timed by 2 h (10-s steps)
+    count = window(window_start=NOW + ahead - timedelta(seconds=5), window_end=NOW + ahead)
+    accepted = validator.check(c.topic_for(count), c.encode(count), NOW)  # 2 h in the future: not rejected
+    assert accepted.message.window_end == NOW + timedelta(seconds=3)  # type: ignore[attr-defined]
+    assert accepted.message.in_ == count.in_  # type: ignore[attr-defined]
+    assert validator.clocks.off() == {"cam-yijin-west": timedelta(hours=2)}
+    # NTP steps the clock right: the very next heartbeat ends the correction
+    beat = samples()["heartbeat"].model_copy(update={"time": NOW})
+    validator.check(c.topic_for(beat), c.encode(beat), NOW)
+    assert validator.clocks.off() == {}
+    assert validator.check(c.topic_for(window()), c.encode(window()), NOW).message == window()
+
+
+def test_a_clock_a_little_off_or_a_heartbeat_delayed_is_left_alone() -> None:
+    validator = Validator(SITE, ValidationConfig())
+    for skew, delay in ((timedelta(seconds=90), timedelta(0)), (timedelta(0), timedelta(seconds=59))):
+        beat = samples()["heartbeat"].model_copy(update={"time": NOW + skew})
+        assert validator.check(c.topic_for(beat), c.encode(beat), NOW + delay).message == beat
+    assert validator.clocks.off() == {}
+
+
+def test_the_clock_tolerance_cannot_exceed_the_future_limit() -> None:
+    with pytest.raises(ValueError, match="clock_tolerance_s"):
+        ValidationConfig(clock_tolerance_s=600, max_future_s=300)

@@ -44,6 +44,26 @@ def test_a_mot_image_folder_is_read_with_its_frame_rate(shared_assets: Path, tmp
     assert frames[0].image.shape == (480, 640, 3)
 
 
+def test_a_looped_recording_plays_again_after_an_empty_scene(shared_assets: Path, tmp_path: Path) -> None:
+    capture = cv2.VideoCapture(str(shared_assets / "videos" / "TUD-Campus" / "TUD-Campus.mp4"))
+    for number in range(1, 4):
+        ok, image = capture.read()
+        assert ok
+        cv2.imwrite(str(tmp_path / f"{number:06d}.png"), image)
+    capture.release()
+    gap = ImageFolderSource.LOOP_GAP_FRAMES
+    with open_source(str(tmp_path), loop=True) as source:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 2 * (3 + gap) + 3:
+                break
+    assert [f.index for f in frames] == list(range(len(frames)))  # one clock across the passes
+    first_pass, gap_frames, second_pass = frames[:3], frames[3 : 3 + gap], frames[3 + gap : 6 + gap]
+    assert all(not f.image.any() for f in gap_frames)  # nobody in the scene between passes
+    assert all((a.image == b.image).all() for a, b in zip(first_pass, second_pass))
+
+
 def test_what_cannot_be_opened_is_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"no such file or folder: .*missing\.mp4"):
         open_source(str(tmp_path / "missing.mp4"))

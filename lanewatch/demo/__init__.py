@@ -1,0 +1,1 @@
+"""``lanewatch demo``: the whole site on one machine (runner), real traffic played live, the live view."""
