@@ -46,7 +46,7 @@ class Aggregator:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self._lock = threading.Lock()  # the open chunk, the pending chunks, the connection generation
-        self._items: list[tuple[str, bytes]] = []
+        self._items: list[tuple[str, bytes, bool]] = []
         self._mids: list[int] = []
         self._next_chunk = 0
         self._pending: dict[int, tuple[int, list[int]]] = {}  # chunk id -> (connection, message ids)
@@ -144,8 +144,11 @@ class Aggregator:
         """Only collect: paho's thread must never wait (it also answers the broker's keepalive)."""
         if self._closing:
             return
+        # A message sent with an expiry (the devices' heartbeats) waited at the broker less than that:
+        # live enough to measure the device's clock by.
+        live = message.properties is not None and hasattr(message.properties, "MessageExpiryInterval")
         with self._lock:
-            self._items.append((message.topic, bytes(message.payload)))
+            self._items.append((message.topic, bytes(message.payload), live))
             if message.qos:
                 self._mids.append(message.mid)
             if len(self._items) >= CHUNK:

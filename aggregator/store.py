@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 QUIET_S = 1.0  # a backlog or replay that pauses this long is caught up: its last time step is evaluated
 
 #: What the intake sends: a chunk id and its messages (topic, payload), or None to finish.
-Chunk = tuple[int, list[tuple[str, bytes]]]
+#: A chunk of messages from the intake: its id, and (topic, payload, sent with an expiry) for each message.
+Chunk = tuple[int, list[tuple[str, bytes, bool]]]
 #: What this process sends back: ("ready",), ("stored", [chunk ids]), ("publish", topic, payload, retain).
 Reply = tuple[Any, ...]
 
@@ -216,13 +217,13 @@ class Store:
 
     # --- the reader thread -----------------------------------------------------------------------
 
-    def take(self, chunk_id: int, messages: list[tuple[str, bytes]]) -> None:
+    def take(self, chunk_id: int, messages: list[tuple[str, bytes, bool]]) -> None:
         now = datetime.now(timezone.utc)
         batch = self._open
-        for topic, payload in messages:
+        for topic, payload, live in messages:
             self.counters.processed += 1
             try:
-                accepted = self.validator.check(topic, payload, now)
+                accepted = self.validator.check(topic, payload, now, live)
             except InvalidMessageError as exc:
                 self._reject(topic, payload, str(exc), now)
                 continue

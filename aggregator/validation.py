@@ -44,8 +44,11 @@ class Validator:
         self.max_age = timedelta(hours=config.max_age_h)
         self.clocks = ClockWatch(config.clock_tolerance_s)
 
-    def check(self, topic: str, payload: bytes, now: datetime) -> Accepted:
-        """The decoded message with its device and entrance, or InvalidMessageError with the first rule it breaks."""
+    def check(self, topic: str, payload: bytes, now: datetime, live: bool = False) -> Accepted:
+        """The decoded message with its device and entrance, or InvalidMessageError with the first rule it breaks.
+
+        ``live``: the message was published with an expiry (a device's heartbeat), so it arrives fresh and
+        measures the device's clock; heartbeats replayed from the past (simulators, replays) do not."""
         if len(payload) > contract.MAX_PAYLOAD_BYTES:
             raise InvalidMessageError(f"payload is {len(payload)} bytes; the limit is {contract.MAX_PAYLOAD_BYTES}")
         try:
@@ -74,7 +77,14 @@ class Validator:
             )
         entrance = self.entrances[device.entrance]
         if isinstance(message, contract.Heartbeat):
-            self.clocks.heard(device.id, message.time, now)
+            off = message.time - now
+            if abs(off) > self.max_age:
+                raise InvalidMessageError(
+                    f"time {message.time.isoformat()} is {off.total_seconds() / 3600:+.0f} h off the aggregator's "
+                    f"clock, more than validation.max_age_h ({self.config.max_age_h:g} h); fix the device's NTP"
+                )
+            if live:
+                self.clocks.heard(device.id, message.time, now)
         message = _retimed(message, self.clocks.offset(device.id))
         if isinstance(message, contract.CountWindow):
             self._check_count(message, ids["line"], entrance, now)

@@ -161,7 +161,7 @@ def test_a_clock_far_off_is_measured_from_heartbeats_and_its_windows_re_timed() 
     late = timedelta(seconds=20)  # this heartbeat waited at the broker: the next, prompt one sets the estimate
     for delay in (late, timedelta(0)):
         beat = samples()["heartbeat"].model_copy(update={"time": NOW + ahead})
-        stored = validator.check(c.topic_for(beat), c.encode(beat), NOW + delay).message
+        stored = validator.check(c.topic_for(beat), c.encode(beat), NOW + delay, live=True).message
     assert stored.time == NOW + timedelta(seconds=3)  # type: ignore[attr-defined]  # re-timed by 2 h (10-s steps)
     count = window(window_start=NOW + ahead - timedelta(seconds=5), window_end=NOW + ahead)
     accepted = validator.check(c.topic_for(count), c.encode(count), NOW)  # 2 h in the future: not rejected
@@ -170,7 +170,7 @@ def test_a_clock_far_off_is_measured_from_heartbeats_and_its_windows_re_timed() 
     assert validator.clocks.off() == {"cam-yijin-west": timedelta(hours=2)}
     # NTP steps the clock right: the very next heartbeat ends the correction
     beat = samples()["heartbeat"].model_copy(update={"time": NOW})
-    validator.check(c.topic_for(beat), c.encode(beat), NOW)
+    validator.check(c.topic_for(beat), c.encode(beat), NOW, live=True)
     assert validator.clocks.off() == {}
     assert validator.check(c.topic_for(window()), c.encode(window()), NOW).message == window()
 
@@ -179,7 +179,15 @@ def test_a_clock_a_little_off_or_a_heartbeat_delayed_is_left_alone() -> None:
     validator = Validator(SITE, ValidationConfig())
     for skew, delay in ((timedelta(seconds=90), timedelta(0)), (timedelta(0), timedelta(seconds=59))):
         beat = samples()["heartbeat"].model_copy(update={"time": NOW + skew})
-        assert validator.check(c.topic_for(beat), c.encode(beat), NOW + delay).message == beat
+        assert validator.check(c.topic_for(beat), c.encode(beat), NOW + delay, live=True).message == beat
+    assert validator.clocks.off() == {}
+
+
+def test_a_heartbeat_replayed_from_the_past_says_nothing_about_the_clock() -> None:
+    """Only heartbeats sent live (with the contract's expiry) measure a clock; a replay's old ones do not."""
+    validator = Validator(SITE, ValidationConfig())
+    beat = samples()["heartbeat"].model_copy(update={"time": NOW - timedelta(hours=5)})
+    assert validator.check(c.topic_for(beat), c.encode(beat), NOW).message == beat
     assert validator.clocks.off() == {}
 
 

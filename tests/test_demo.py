@@ -96,6 +96,13 @@ def test_footage_becomes_counts_a_red_lane_a_notice_and_a_sign_and_a_report(
     start(runner)
     inbox: Inbox | None = None
     try:
+        # the demo's broker is the one a site gets: no way in without TLS, a certificate and a login
+        assert runner.broker is not None
+        anonymous = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        anonymous.connect_async(runner.broker.host, runner.broker.port)
+        anonymous.loop_start()
+        assert not wait_until(anonymous.is_connected, seconds=3)
+        anonymous.loop_stop()
         inbox = Inbox(runner, "officer-a", "lane")
         assert inbox.subscribed.wait(30)
         state = SiteState(small_site)
