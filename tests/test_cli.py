@@ -1,9 +1,8 @@
-"""The one command, as its users meet it: help that explains itself, and a demo that cleans up."""
+"""The one command, as its users meet it: help that explains itself (the demo: tests/test_demo.py)."""
 
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lanewatch import __version__
-from tests.conftest import REPO, child_pids, run_cli, wait_until
+from tests.conftest import REPO, run_cli
 
 GROUPS = {
     "agent": "counting device at a lane entrance",
@@ -53,47 +52,6 @@ def test_edge_side_code_runs_on_python_3_9() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.usefixtures("mosquitto", "influxdb")  # the servers must be installed; the demo starts its own
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_demo_starts_the_local_servers_and_stops_them_on_ctrl_c(tmp_path: Path, stop: signal.Signals) -> None:
-    lanewatch = Path(sys.executable).with_name("lanewatch")
-    demo = subprocess.Popen(
-        [str(lanewatch), "demo", "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = []
-    assert demo.stdout is not None
-    for line in demo.stdout:
-        output.append(line)
-        if line.startswith("Running.") or demo.poll() is not None:
-            break
-    text = "".join(output)
-    pids = [int(p) for p in re.findall(r"started \w+ pid (\d+)", text)]
-    assert len(pids) == 2, text
-    assert "MQTT broker   mqtt://127.0.0.1:" in text
-    assert "InfluxDB      http://127.0.0.1:" in text
-    assert "Aggregator    aggregator-1" in text
-    assert wait_until(lambda: child_pids(demo.pid), 30)
-    pids += child_pids(demo.pid)  # the aggregator's store process and multiprocessing's helper
-
-    demo.send_signal(stop)
-    rest, _ = demo.communicate(timeout=60)
-    assert demo.returncode == 0, text + rest
-    assert "Stopping." in rest
-    for pid in pids:
-        assert wait_until(lambda pid=pid: not alive(pid), 10), pid
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_the_command_starts_without_the_heavy_libraries() -> None:

@@ -18,11 +18,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from aggregator import reports
+from aggregator.config import AggregatorConfig
 from aggregator.influx import Database, rows
 from lanewatch import contract
 from lanewatch.demo.runner import Footage, SiteRunner
 from lanewatch.demo.view import SiteState, listen
-from lanewatch.services import ServiceError
+from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 from lanewatch.site import Site, load_site
 from tests.conftest import EXAMPLE_SITE, child_pids, unavailable, wait_until
 
@@ -193,7 +194,10 @@ def test_the_traffic_devices_deliver_the_day_whole_and_the_zones_match_the_truth
         runner.stop()
 
 
-def test_the_demo_command_shows_the_site_and_ctrl_c_stops_everything(shared_assets: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_demo_command_shows_the_site_and_ctrl_c_stops_everything(
+    shared_assets: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
     command = [sys.executable, "-m", "lanewatch", "demo", "--speed", "30", "--state-dir", str(tmp_path / "demo")]
     demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**__import__("os").environ, "LANEWATCH_ASSETS": str(shared_assets)})  # fmt: skip
@@ -205,7 +209,7 @@ def test_the_demo_command_shows_the_site_and_ctrl_c_stops_everything(shared_asse
         started = _descendants(demo.pid)
         assert len(started) >= 5  # broker, database, the aggregator's store process, two agents
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop)
         code = demo.wait(timeout=120)
     reader.join(timeout=10)
     screen = "".join(lines)
@@ -228,3 +232,31 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_with_a_broker_and_database_configured_the_demo_uses_them_and_starts_none(
+    mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path
+) -> None:
+    remote = AggregatorConfig.model_validate({
+        "broker": {"host": mosquitto.host, "port": mosquitto.port},
+        "influxdb": {"url": influxdb.url, "database": "demoremote"},
+        "share_group": "demo-remote",
+    })  # fmt: skip
+    runner = start(SiteRunner(load_site(EXAMPLE_SITE), tmp_path / "demo", [], speed=60, start=dtime(7, 0),
+                              remote=remote))  # fmt: skip
+    try:
+        assert runner.broker is None
+        assert runner.database is None
+        assert runner.broker_url == f"mqtt://{mosquitto.host}:{mosquitto.port}"
+        db = Database(remote.influxdb)
+
+        def windows() -> int:
+            try:
+                return sum(r["n"] for s in db.query("SELECT count(seq) AS n FROM counts") for r in rows(s))
+            except Exception:  # not created yet
+                return 0
+
+        assert wait_until(lambda: windows() >= 20 * 30, seconds=120)  # the day so far from 20 devices, at least
+        db.close()
+    finally:
+        runner.stop()

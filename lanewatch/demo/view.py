@@ -170,7 +170,8 @@ class _Screen:
         self.runner, self.state = runner, state
         assert runner.aggregator_config is not None
         influx, root = runner.aggregator_config.influxdb, runner.root
-        secured = "  TLS, a login and ACL per device and person (secrets in {})".format(root / "broker" / "secrets")
+        secrets = root / "broker" / "secrets"
+        secured = f"  TLS, a login and ACL per device and person (secrets in {secrets})"
         self.footer = [
             f"MQTT broker  {runner.broker_url}" + (secured if runner.remote is None else ""),
             f"InfluxDB     {influx.url}  database {influx.database}",
