@@ -46,10 +46,6 @@ DROPPED = "outbox.dropped"
 MEMORY_IDS = 1 << 60  # ids of messages kept in memory while the disk is full: after every id on disk
 
 
-class StorageFullError(OSError):
-    """The disk under the outbox cannot take another write."""
-
-
 def _is_storage_error(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "full" in text or "disk i/o error" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from edge_agent.outbox import Outbox
 from tests.cameras import MjpegCamera
-from tests.conftest import Listener, SecureBroker, unavailable, wait_until
+from tests.conftest import Listener, SecureBroker, fill, wait_until
 from tests.test_agent import start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
@@ -162,31 +161,6 @@ def test_the_last_will_marks_a_silent_device_offline(
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         proxy.close()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB file system of the test's own (tmpfs), to fill up for real; mounting needs root, as in CI."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        unavailable(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()}): run the tests as root")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write zeros until the file system says no space is left."""
-    filler = folder / "filler"
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of_windows(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import MEMORY_IDS, Outbox
+from tests.conftest import fill
 
 
 def test_messages_come_back_in_order_until_acknowledged(tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_bounds_must_leave_room() -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from edge_agent.outbox import Outbox
+    from edge_agent.outbox import MEMORY_IDS, Outbox
 
     box = Outbox(sys.argv[1])
     total = int(box.state().get("total_in", "0"))
@@ -114,3 +115,34 @@ def test_kill_9_mid_stream_loses_nothing_committed_and_totals_agree(tmp_path: Pa
     state = box.state()
     assert int(state["seq"]) == seqs[-1]
     assert int(state["total_in"]) == stored[-1]["total_in"]
+
+
+def test_on_a_full_disk_messages_wait_in_memory_bounded_and_counted(small_disk: Path) -> None:
+    """A real full file system: appends go to memory (``full``), are sent from there, the oldest beyond the
+    bound are dropped and counted; with space again, storing resumes and the drops are written down."""
+    box = Outbox(small_disk / "outbox.db", max_unstored=5)
+    box.append([("t/before", b"stored")])
+    filler = fill(small_disk)
+    made = 0
+    while not box.full:  # SQLite fills its last free pages first
+        box.append([("t/full", b"x" * 2000)])
+        made += 1
+        assert made < 5000, "the outbox never noticed the full disk"
+    for n in range(7):
+        box.append([("t/full", f"{n}".encode() * 100)], state={"total.gate.in": str(n)})
+    assert box.full
+    kept = [e for e in box.pending(0, 100) if e.topic == "t/full" and e.id >= MEMORY_IDS]
+    assert len(kept) == 5  # the bound
+    assert kept[-1].payload == b"6" * 100  # the newest kept, the oldest dropped
+    assert box.dropped() == 1 + 7 - 5  # eight waited in memory, with room for five
+    box.remove([kept[0].id])
+    assert kept[0].id not in {e.id for e in box.pending(0, 100)}
+    filler.unlink()
+    box.append([("t/after", b"stored again")], state={"total.gate.in": "7"})
+    assert not box.full
+    assert box.state()["total.gate.in"] == "7"
+    box.close()
+    reopened = Outbox(small_disk / "outbox.db")
+    assert reopened.dropped() == 3  # written down once there was space
+    assert [e.topic for e in reopened.pending(0, 100)][-1] == "t/after"
+    reopened.close()

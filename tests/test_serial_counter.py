@@ -84,10 +84,13 @@ def test_the_agent_publishes_a_counters_windows(
         for step in range(1, 11):  # a person in every 0.1 s, one out every 0.2 s
             time.sleep(0.1)
             fake.send(totals[0] + step, totals[1] + step // 2)
-        time.sleep(0.3)
-        fake.send(totals[0] + 10, totals[1] + 5)
-        assert wait_until(lambda: sum(w["in"] for w in listener.windows()) == 10)
-        assert wait_until(lambda: sum(w["out"] for w in listener.windows()) == 5)
+
+        def delivered() -> bool:  # the counter repeats its totals (at least once a second): windows close
+            fake.send(totals[0] + 10, totals[1] + 5)
+            windows = listener.windows()
+            return (sum(w["in"] for w in windows), sum(w["out"] for w in windows)) == (10, 5)
+
+        assert wait_until(delivered), listener.windows()
         assert {w["model"] for w in listener.windows()} == {"serial-counter"}
     finally:
         agent.send_signal(signal.SIGTERM)
