@@ -56,6 +56,7 @@ def first_visitors(traffic: Traffic) -> int:
 @dataclass
 class _Device:
     sim: SimulatedDevice
+    broker: BrokerConfig
     client: mqtt.Client
 
 
@@ -77,13 +78,12 @@ class LiveTraffic:
         lines = {d.id: [line.name for line in d.lines] for d in site.devices}
         rng = random.Random(7)
         sims = [SimulatedDevice(site.site.id, d, lines[d], random.Random(rng.random())) for d in devices]
-        self.devices = [_Device(sim, _client(sim, broker_for(sim.device))) for sim in sims]
+        brokers = [broker_for(sim.device) for sim in sims]
+        self.devices = [_Device(sim, broker, _client(sim, broker)) for sim, broker in zip(sims, brokers)]
         self.minute = start_minute  # the traffic minute being played
         self.wall_origin: Optional[datetime] = None  # when the live part started (wall clock, UTC)
         self.sent = 0
         self.refused = 0
-        self.connected = threading.Event()
-        self._brokers = {d: broker_for(d) for d in devices}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-traffic", daemon=True)
 
@@ -101,7 +101,7 @@ class LiveTraffic:
 
     def start(self) -> None:
         for device in self.devices:
-            broker = self._brokers[device.sim.device]
+            broker = device.broker
             device.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
             device.client.loop_start()
         self._thread.start()
@@ -133,7 +133,6 @@ class LiveTraffic:
                 waiting = [d.sim.device for d in self.devices if not d.client.is_connected()]
                 log.error("traffic devices still not connected after 30 s: %s", ", ".join(waiting))
                 deadline = float("inf")
-        self.connected.set()
         for device in self.devices:
             online = contract.Availability(
                 site=device.sim.site, device=device.sim.device, state="online", boot_id=device.sim.boot_id

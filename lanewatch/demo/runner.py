@@ -229,14 +229,17 @@ class SiteRunner:
         base = self.remote.model_dump(mode="json", exclude_defaults=True) if self.remote else {}
         validation = AggregatorConfig().validation
         levels = AggregatorConfig().levels
+        given_levels = base.get("levels", {})
         scaled = {
             "state_dir": str(self.root / "aggregator"),
             "validation": {
+                **base.get("validation", {}),
                 "max_flow_per_m_s": validation.max_flow_per_m_s * max(1.0, self.speed),
                 "max_flow_per_s": validation.max_flow_per_s * max(1.0, self.speed),
             },
             "levels": {
-                "default": {"dwell_s": levels.default.dwell_s / self.speed},
+                **given_levels,
+                "default": {**given_levels.get("default", {}), "dwell_s": levels.default.dwell_s / self.speed},
                 "step_s": levels.step_s / self.speed,
                 "forecast_min": levels.forecast_min if self.speed == 1 else 0,
             },
