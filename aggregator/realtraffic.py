@@ -235,11 +235,18 @@ def messages(
             )
             yield contract.topic_for(online), contract.encode(online)
         for device in fleet:
-            counts = traffic.device_flows[device.device][i]
-            for n, line in enumerate(device.lines):
-                in_, out = (int(counts[0]), int(counts[1])) if n == 0 else (0, 0)
-                window = device.record(line, end, 60.0, in_, out)
+            for window in minute_windows(traffic, device, i, end):
                 yield contract.topic_for(window), contract.encode(window)
             if i % heartbeat_every == 0:
                 beat = device.heartbeat(end)
                 yield contract.topic_for(beat), contract.encode(beat)
+
+
+def minute_windows(
+    traffic: Traffic, device: SimulatedDevice, minute: int, end: datetime, window_s: float = 60.0
+) -> Iterator[contract.CountWindow]:
+    """The device's windows for one minute of the traffic, ending at ``end``: its counts on its first line."""
+    counts = traffic.device_flows[device.device][minute]
+    for n, line in enumerate(device.lines):
+        in_, out = (int(counts[0]), int(counts[1])) if n == 0 else (0, 0)
+        yield device.record(line, end, window_s, in_, out)

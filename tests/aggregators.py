@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
+import paho.mqtt.client as mqtt
 import yaml
 
 from aggregator import traffic
+from lanewatch import contract as c
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site.model import Site
 from tests.conftest import EXAMPLE_SITE, child_pids, wait_until
@@ -125,3 +127,28 @@ def expected_raw(site: Site, fleet: Iterable[traffic.SimulatedDevice]) -> dict[s
 def stored_raw(influx: InfluxDB, database: str) -> dict[str, int]:
     body = influx.query("SELECT raw FROM zones GROUP BY zone ORDER BY time DESC LIMIT 1", db=database)
     return {s["tags"]["zone"]: s["values"][0][1] for s in body["results"][0].get("series", [])}
+
+
+class Desk:
+    """A technicians' and control-room desk: Yijin Lane's retained level and every device fault."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.seen.append((m.topic, m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(
+            [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
+        )
+        self.client.loop_start()
+
+    def level(self) -> str:
+        states = [c.decode("level", p) for t, p in list(self.seen) if t.endswith("/level")]
+        return states[-1].level if states else ""  # type: ignore[attr-defined]
+
+    def faults(self) -> list[c.DeviceFault]:
+        return [f for t, p in list(self.seen) if "/faults/" in t for f in [c.decode("fault", p)]]  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -25,6 +25,7 @@ from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site import load_site
 from tests.aggregators import (
     AggregatorProcess,
+    Desk,
     all_stored,
     expected_raw,
     expected_totals,
@@ -368,31 +369,6 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     level = c.decode("level", levels[-1])
     assert isinstance(level, c.LevelState)
     assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)
-
-
-class Desk:
-    """A technicians' and control-room desk: Yijin Lane's retained level and every device fault."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.seen: list[tuple[str, bytes]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda _c, _u, m: self.seen.append((m.topic, m.payload))
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(
-            [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
-        )
-        self.client.loop_start()
-
-    def level(self) -> str:
-        states = [c.decode("level", p) for t, p in list(self.seen) if t.endswith("/level")]
-        return states[-1].level if states else ""  # type: ignore[attr-defined]
-
-    def faults(self) -> list[c.DeviceFault]:
-        return [f for t, p in list(self.seen) if "/faults/" in t for f in [c.decode("fault", p)]]  # type: ignore[misc]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(

@@ -7,12 +7,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
@@ -20,7 +18,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.influx import Database, rows
 from lanewatch import contract
 from lanewatch.services import InfluxDB, Mosquitto
-from tests.aggregators import AggregatorProcess
+from tests.aggregators import AggregatorProcess, Desk
 from tests.conftest import wait_until
 
 DEVICE = "cam-wenru-west"
@@ -35,33 +33,6 @@ def aggregator(fresh_mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path) -
     process.start().wait_connected()
     yield process
     process.cleanup()
-
-
-class Faults:
-    """The technicians' view: every device fault, as published."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.seen: list[contract.DeviceFault] = []
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda _c, _u, m: self._take(m.payload)
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(contract.subscription("fault", site="sanfang-qixiang"), qos=1)
-        self.client.loop_start()
-
-    def _take(self, payload: bytes) -> None:
-        fault = contract.decode("fault", payload)
-        assert isinstance(fault, contract.DeviceFault)
-        with self._lock:
-            self.seen.append(fault)
-
-    def problems(self, device: str) -> list[str]:
-        with self._lock:
-            return [f.problem for f in self.seen if f.device == device]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.mark.parametrize("hours", [2, -3])
@@ -83,7 +54,7 @@ def test_a_device_clock_far_off_loses_and_doubles_nothing_and_is_reported(
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config))
-    faults = Faults(fresh_mosquitto)
+    desk = Desk(fresh_mosquitto)
     db = Database(AggregatorConfig.model_validate({"influxdb": aggregator.config["influxdb"]}).influxdb)
 
     def stored() -> list[dict]:
@@ -112,10 +83,14 @@ def test_a_device_clock_far_off_loses_and_doubles_nothing_and_is_reported(
         when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=row["time"] // 1000)
         assert started - margin <= when <= ended + margin, (hours, when, started)
     assert "rejected" not in aggregator.log()
+
     # and the technicians were told
-    assert wait_until(lambda: "clock_off" in faults.problems(DEVICE), seconds=10), faults.problems(DEVICE)
-    fault = next(f for f in faults.seen if f.problem == "clock_off")
+    def faults() -> list[contract.DeviceFault]:
+        return [f for f in desk.faults() if f.device == DEVICE]
+
+    assert wait_until(lambda: "clock_off" in [f.problem for f in faults()], seconds=10), faults()
+    fault = next(f for f in faults() if f.problem == "clock_off")
     assert fault.zones == []  # the device still counts: no zone goes unknown
     assert "NTP" in fault.text.en
-    faults.close()
+    desk.close()
     db.close()

@@ -18,13 +18,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from aggregator.realtraffic import Traffic
+from aggregator.realtraffic import Traffic, minute_windows
 from aggregator.traffic import SimulatedDevice
 from lanewatch import contract
 from lanewatch.mqttconfig import BrokerConfig
@@ -114,9 +114,7 @@ class LiveTraffic:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         for device in self.devices:
-            offline = contract.Availability(
-                site=device.sim.site, device=device.sim.device, state="offline", boot_id=device.sim.boot_id
-            )
+            offline = _availability(device.sim, "offline")
             info = device.client.publish(contract.topic_for(offline), contract.encode(offline), qos=contract.QOS,
                                          retain=True)  # fmt: skip
             if device.client.is_connected():
@@ -134,10 +132,7 @@ class LiveTraffic:
                 log.error("traffic devices still not connected after 30 s: %s", ", ".join(waiting))
                 deadline = float("inf")
         for device in self.devices:
-            online = contract.Availability(
-                site=device.sim.site, device=device.sim.device, state="online", boot_id=device.sim.boot_id
-            )
-            self._publish(device, online, retain=True)
+            self._publish(device, _availability(device.sim, "online"), retain=True)
         origin = time.monotonic()
         self.wall_origin = wall_origin = datetime.now(timezone.utc)
         first = min(first_visitors(self.traffic), self.start_minute)
@@ -160,10 +155,8 @@ class LiveTraffic:
             if offset > 0 and time.monotonic() - origin >= next_beat:
                 beat, next_beat = True, next_beat + HEARTBEAT_S
             for device in self.devices:
-                counts = self.traffic.device_flows[device.sim.device][minute]
-                for n, line in enumerate(device.sim.lines):
-                    in_, out = (int(counts[0]), int(counts[1])) if n == 0 else (0, 0)
-                    self._publish(device, device.sim.record(line, end, self.window_s, in_, out))
+                for window in minute_windows(self.traffic, device.sim, minute, end, self.window_s):
+                    self._publish(device, window)
                 if beat:
                     self._publish(device, device.sim.heartbeat(end))
         log.info("traffic: the replayed days are over; devices stay online, sending nothing more")
@@ -182,8 +175,12 @@ def _client(sim: SimulatedDevice, broker: BrokerConfig) -> mqtt.Client:
     """A device's own client: its login, TLS, and the Last Will that tells the site when it is gone."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sim.device, protocol=mqtt.MQTTv5)
     broker.apply(client)
-    will = contract.Availability(site=sim.site, device=sim.device, state="offline", boot_id=sim.boot_id)
+    will = _availability(sim, "offline")
     client.will_set(contract.topic_for(will), contract.encode(will), qos=contract.QOS, retain=True)
     client.max_queued_messages_set(0)  # unbounded while disconnected: the demo's traffic is finite
     client.reconnect_delay_set(1, 10)
     return client
+
+
+def _availability(sim: SimulatedDevice, state: Literal["online", "offline"]) -> contract.Availability:
+    return contract.Availability(site=sim.site, device=sim.device, state=state, boot_id=sim.boot_id)
