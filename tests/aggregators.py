@@ -26,10 +26,11 @@ class AggregatorProcess:
         self.instance = settings.get("instance", "aggregator-1")
         self.folder = folder / self.instance
         self.folder.mkdir(parents=True, exist_ok=True)
+        influxdb = {"url": influx.url, "database": database, "spool_after_s": 1.0, **settings.pop("influxdb", {})}
         self.config = {
             "state_dir": str(self.folder / "state"),
             "broker": {"host": server.host, "port": server.port, "keepalive_s": 5},
-            "influxdb": {"url": influx.url, "database": database, "spool_after_s": 1.0},
+            "influxdb": influxdb,
             "status_s": 0.5,
             **settings,
         }
