@@ -120,6 +120,7 @@ class Detector:
         letterbox: Optional[bool] = None,
     ) -> None:
         self.model_path = model_path
+        self.num_threads = num_threads
         self.interpreter = load_interpreter(model_path, num_threads, edgetpu)
         (self.input,) = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()

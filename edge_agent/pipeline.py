@@ -7,6 +7,7 @@ track number, and the frames, boxes and positions stay inside it.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -64,17 +65,18 @@ class Pipeline:
         return self.count(prepared, frame)
 
     def run(self, frames: Iterable[Frame]) -> Iterator[tuple[int, FrameCounts]]:
-        """Every frame of a source, with decoding and preprocessing in a helper thread.
+        """Every frame of a source, read (for recordings, decoded) and preprocessed in one helper thread.
 
-        OpenCV and the interpreter release the GIL, so reading and resizing the next frame
-        overlaps inference on this one; the queue is short, so latency stays bounded.
+        OpenCV and the interpreter release the GIL, so the helper prepares the next frame while this
+        thread decodes and tracks this one; the queue is short, so latency stays bounded. When the
+        interpreter's threads take every core, the helper runs only on a core they leave idle.
         """
         prepared: queue.Queue[Optional[tuple[int, Prepared]]] = queue.Queue(maxsize=2)
         stop = threading.Event()
         failure: list[BaseException] = []
 
         def prepare() -> None:
-            yield_to_inference()
+            yield_to_inference(only_when_idle=self.detector.num_threads >= _usable_cores())
             try:
                 for frame in frames:
                     if stop.is_set():
@@ -128,3 +130,10 @@ class Pipeline:
         times.track_and_count += time.perf_counter() - t2
         times.frames += 1
         return counts
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

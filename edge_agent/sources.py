@@ -11,8 +11,8 @@
 Live sources are read by a grabber thread that keeps only the newest frame: when inference is
 slower than the camera, latency stays bounded and the skipped frames are counted, never queued.
 A stream that drops is reopened with exponential backoff; ``state`` says ok / reconnecting /
-failed for the heartbeat. Files are read ahead in a thread with a small bounded queue and lose
-nothing.
+failed for the heartbeat. Files are read in the thread that iterates them (the pipeline's one
+helper thread, which also prepares each frame for the model) and lose nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import configparser
 import contextlib
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -39,11 +38,19 @@ State = Literal["ok", "reconnecting", "failed"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def yield_to_inference() -> None:
-    """Lower this thread's priority (Linux: per-thread nice) so that inference, which keeps every
-    core busy, is not preempted by helper work; the helpers run in its gaps."""
+def yield_to_inference(only_when_idle: bool = False) -> None:
+    """Lower this thread's priority so that helper work does not preempt inference.
+
+    Per-thread nice 10 by default; ``only_when_idle`` (Linux SCHED_IDLE) when the interpreter's
+    threads take every core: the interpreter's threads meet at a barrier after each layer, so a
+    helper preempting any of them stalls them all, and the helper should run only in the gaps
+    (while the frame's outputs are decoded and tracked). Measured with ``lanewatch agent bench``.
+    """
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: normal priority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        if only_when_idle:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class SourceError(RuntimeError):
@@ -136,34 +143,20 @@ def _redact(url: str) -> str:
 # --- files ------------------------------------------------------------------------------------------
 
 
-class _ReadAhead(FrameSource):
-    """Decode in a thread (OpenCV releases the GIL) so decoding overlaps inference; lose nothing."""
+class _Recording(FrameSource):
+    """A video file or image folder, read in the iterating thread; paced to its frame rate when
+    ``realtime``; over and over when ``loop``. Nothing is dropped."""
 
     #: Empty frames between two passes of a looped recording: longer than the tracker keeps a lost track.
     LOOP_GAP_FRAMES = 64
 
-    def __init__(self, realtime: bool, depth: int = 4, loop: bool = False) -> None:
+    def __init__(self, realtime: bool, loop: bool = False) -> None:
         self.realtime = realtime
         self.loop = loop
-        self._queue: queue.Queue[Optional[Frame]] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._closed = False
 
     def _read(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
-
-    def _produce(self) -> None:
-        yield_to_inference()
-        try:
-            for index, image in enumerate(self._passes()):
-                if self._stop.is_set():
-                    return
-                self._queue.put(Frame(index, time.monotonic(), image))
-        except Exception as exc:  # a broken file mid-way: end the stream, say why
-            log.error("reading stopped: %s", exc)
-            self.state = "failed"
-        finally:
-            self._queue.put(None)
 
     def _passes(self) -> Iterator[np.ndarray]:
         """The recording once, or again and again with an empty scene between passes."""
@@ -178,29 +171,25 @@ class _ReadAhead(FrameSource):
                 yield blank
 
     def __iter__(self) -> Iterator[Frame]:
-        self._thread = threading.Thread(target=self._produce, name="frame-reader", daemon=True)
-        self._thread.start()
         started = time.monotonic()
-        while True:
-            frame = self._queue.get()
-            if frame is None:
-                return
-            if self.realtime and self.fps:
-                delay = started + frame.index / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            yield frame
+        try:
+            for index, image in enumerate(self._passes()):
+                if self._closed:
+                    return
+                if self.realtime and self.fps:
+                    delay = started + index / self.fps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                yield Frame(index, time.monotonic(), image)
+        except Exception as exc:  # a broken file mid-way: end the stream, say why
+            log.error("reading stopped: %s", exc)
+            self.state = "failed"
 
     def close(self) -> None:
-        self._stop.set()
-        while self._thread is not None and self._thread.is_alive():
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                time.sleep(0.001)
+        self._closed = True
 
 
-class VideoFileSource(_ReadAhead):
+class VideoFileSource(_Recording):
     def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:
         super().__init__(realtime, loop=loop)
         self.path = path
@@ -224,7 +213,7 @@ class VideoFileSource(_ReadAhead):
             capture.release()
 
 
-class ImageFolderSource(_ReadAhead):
+class ImageFolderSource(_Recording):
     """A MOT sequence folder (frame rate from ``seqinfo.ini``) or any folder of numbered images."""
 
     def __init__(self, path: Path, realtime: bool = False, loop: bool = False) -> None:

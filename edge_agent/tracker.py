@@ -122,6 +122,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def _rows_cols(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[np.ix_(rows, cols)]`` without ``np.ix_``'s checks, which cost more than the indexing."""
+    return matrix[rows[:, None], cols]
+
+
 def _assign(overlap: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Optimal one-to-one matches of rows and columns overlapping at least ``min_iou``; then the
     unmatched rows and columns."""
@@ -178,20 +183,20 @@ class ByteTracker:
         high_idx = np.flatnonzero(scores >= self.high_score)
         low_idx = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
         confirmed = np.array([i for i, t in enumerate(tracks) if t.confirmed], dtype=np.intp)
-        pairs, unmatched, free_high = _assign(overlap[np.ix_(confirmed, high_idx)], self.match_iou)
+        pairs, unmatched, free_high = _assign(_rows_cols(overlap, confirmed, high_idx), self.match_iou)
         matched += [(int(confirmed[r]), int(high_idx[c])) for r, c in pairs]
 
         # 2. of those still unmatched, the ones seen last frame, against the weak detections
         recent = np.array(
             [confirmed[r] for r in unmatched if tracks[confirmed[r]].last_frame == self.frame - 1], np.intp
         )
-        pairs, _, _ = _assign(overlap[np.ix_(recent, low_idx)], self.low_match_iou)
+        pairs, _, _ = _assign(_rows_cols(overlap, recent, low_idx), self.low_match_iou)
         matched += [(int(recent[r]), int(low_idx[c])) for r, c in pairs]
 
         # 3. tentative tracks (seen once) against the confident detections left; unmatched ones end
         tentative = np.array([i for i, t in enumerate(tracks) if not t.confirmed], dtype=np.intp)
         rest = high_idx[free_high]
-        pairs, dead, free_rest = _assign(overlap[np.ix_(tentative, rest)], self.match_iou)
+        pairs, dead, free_rest = _assign(_rows_cols(overlap, tentative, rest), self.match_iou)
         matched += [(int(tentative[r]), int(rest[c])) for r, c in pairs]
         removed = {int(tentative[r]) for r in dead}
 

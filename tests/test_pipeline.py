@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from edge_agent.counting import CountingLine
@@ -49,6 +51,30 @@ def test_run_and_process_count_the_same(shared_assets: Path) -> None:
         for frame in source:
             serial.process(frame.image, frame.index + 1)
     assert threaded.lines[0].totals == serial.lines[0].totals == {"in": 1, "out": 1}
+
+
+def test_the_helper_thread_gives_way_to_an_interpreter_that_takes_every_core(shared_assets: Path) -> None:
+    """Reading and resizing must not preempt the interpreter's threads (they wait for each other
+    after every layer): with one interpreter thread per core, the helper runs only when a core is
+    idle; with a core to spare, it keeps a normal share (nice 10)."""
+    video = str(shared_assets / "videos" / "TUD-Campus" / "TUD-Campus.mp4")
+    cores = len(os.sched_getaffinity(0))
+    seen = {}
+    for threads in sorted({1, cores}):
+        pipeline = Pipeline(Detector(str(shared_assets / "models" / SSD), num_threads=threads), [])
+        with open_source(video) as source:
+            for _ in pipeline.run(source):
+                (helper,) = [t for t in threading.enumerate() if t.name == "preprocess"]
+                assert helper.native_id is not None
+                seen[threads] = (
+                    os.sched_getscheduler(helper.native_id),
+                    os.getpriority(os.PRIO_PROCESS, helper.native_id),
+                )
+                break
+    assert seen[cores][0] == os.SCHED_IDLE
+    if cores > 1:
+        assert seen[1] == (os.SCHED_OTHER, 10)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the interpreter's own thread keeps its priority
 
 
 def test_bench_command_reports_both_rates_and_their_ratio(shared_assets: Path) -> None:
