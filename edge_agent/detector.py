@@ -18,6 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PERSON = 0  # COCO class id of "person" in every supported model
+_SSD_TO_XYXY = [1, 0, 3, 2]  # SSD boxes are ymin, xmin, ymax, xmax
 FORMATS = ("ssd", "yolov8", "yolov5")
 EDGETPU_LIBRARIES = ("libedgetpu.so.1", "libedgetpu.1.dylib", "edgetpu.dll")
 
@@ -144,6 +145,8 @@ class Detector:
         if self.format == "ssd":
             self._ssd_outputs = (by_rank[3][0], by_rank[1][0], (by_rank[2][0], by_rank[2][1]))
         self._ssd_order: Optional[bool] = None
+        self._ssd_scale = np.array([self.width, self.height, self.width, self.height], np.float32)
+        self._affine: dict[tuple[float, float, float, float], tuple[np.ndarray, np.ndarray]] = {}
         self._decode = {"ssd": self._decode_ssd, "yolov8": self._decode_yolov8, "yolov5": self._decode_yolov5}[
             self.format
         ]
@@ -197,11 +200,11 @@ class Detector:
     def decode(self, transform: tuple[float, float, float, float]) -> Detections:
         """The persons in the last ``invoke``'s outputs, in the pixels of the frame ``transform`` is from."""
         xyxy, scores = self._decode()
-        sx, sy, dx, dy = transform
-        boxes = xyxy.astype(np.float32) * np.array([sx, sy, sx, sy], np.float32) + np.array(
-            [dx, dy, dx, dy], np.float32
-        )
-        return Detections(boxes, scores.astype(np.float32))
+        if transform not in self._affine:  # one per frame size: build the arrays once
+            sx, sy, dx, dy = transform
+            self._affine = {transform: (np.array([sx, sy, sx, sy], np.float32), np.array([dx, dy, dx, dy], np.float32))}
+        scale, offset = self._affine[transform]
+        return Detections(xyxy.astype(np.float32, copy=False) * scale + offset, scores.astype(np.float32, copy=False))
 
     # --- decoders ---------------------------------------------------------------------------------
 
@@ -213,11 +216,10 @@ class Detector:
         if self._ssd_order is None:  # which of the two [1, N] outputs holds the class ids
             self._ssd_order = _ssd_class_first(get(pair[0])[0][:count], get(pair[1])[0][:count])
         classes_out, scores_out = pair if self._ssd_order else pair[::-1]
-        classes, scores = get(classes_out)[0][:count], get(scores_out)[0][:count]
-        keep = (classes == PERSON) & (scores >= self.score_threshold)
-        ymin, xmin, ymax, xmax = get(boxes_out)[0][:count][keep].T
-        xyxy = np.stack([xmin * self.width, ymin * self.height, xmax * self.width, ymax * self.height], axis=1)
-        return xyxy, scores[keep]
+        classes, scores = get(classes_out)[0, :count], get(scores_out)[0, :count]
+        keep = np.flatnonzero((classes == PERSON) & (scores >= self.score_threshold))
+        yxyx = get(boxes_out)[0, keep]  # ymin, xmin, ymax, xmax
+        return yxyx[:, _SSD_TO_XYXY] * self._ssd_scale, scores[keep]
 
     def _decode_yolov8(self) -> tuple[np.ndarray, np.ndarray]:
         """Raw [1, 4+C, N]: cx, cy, w, h (0-1 of the input), then one score per class; no NMS inside."""

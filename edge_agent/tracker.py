@@ -16,24 +16,23 @@ import numpy as np
 
 # --- motion model -----------------------------------------------------------------------------------
 # The constant-velocity Kalman filter of SORT/DeepSORT on (centre x, centre y, aspect w/h, height),
-# with noise proportional to the box height; batched over all tracks, since per-track numpy calls
-# cost more than the arithmetic.
+# with noise proportional to the box height. Its motion and measurement models never mix two
+# dimensions and its noises are diagonal, so its covariance stays block-diagonal: four independent
+# (position, velocity) filters per track. Each is kept as three numbers (position variance,
+# position-velocity covariance, velocity variance) and all are updated at once, elementwise: the
+# same estimates as the 8x8 matrix form, for a fraction of its numpy calls.
 
 _DIM = 4
-_MOTION = np.eye(2 * _DIM)
-_MOTION[:_DIM, _DIM:] = np.eye(_DIM)  # one frame per step
-_UPDATE = np.eye(_DIM, 2 * _DIM)
+_BY_HEIGHT = np.array([1.0, 1.0, 0.0, 1.0])  # noise of x, y and height scales with the height; aspect's not
 _STD_POSITION = 1.0 / 20
 _STD_VELOCITY = 1.0 / 160
-# per-dimension noise, as multiples of the box height (aspect ratio noise is absolute)
-_INIT_STD = np.array(
-    [2 * _STD_POSITION, 2 * _STD_POSITION, 0, 2 * _STD_POSITION] + [10 * _STD_VELOCITY] * 2 + [0, 10 * _STD_VELOCITY]
-)
-_PROCESS_STD = np.array(
-    [_STD_POSITION, _STD_POSITION, 0, _STD_POSITION, _STD_VELOCITY, _STD_VELOCITY, 0, _STD_VELOCITY]
-)
-_MEASURE_STD = np.array([_STD_POSITION, _STD_POSITION, 0, _STD_POSITION])
-_ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = [1e-2, 1e-5], [1e-2, 1e-5], 1e-1
+# (position, velocity) standard deviations of the aspect ratio, which are absolute
+_ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = (1e-2, 1e-5), (1e-2, 1e-5), 1e-1
+
+
+def _variances(std: float, aspect_std: float, heights: np.ndarray) -> np.ndarray:
+    """Noise variances (N, 4) of x, y, aspect, height: ``std`` times the height, the aspect's absolute."""
+    return np.square(std * heights[:, None] * _BY_HEIGHT + aspect_std * (1 - _BY_HEIGHT))
 
 
 def _xyah(boxes: np.ndarray) -> np.ndarray:
@@ -56,37 +55,39 @@ def _boxes(means: np.ndarray) -> np.ndarray:
     return out
 
 
-def _diagonal(std: np.ndarray, heights: np.ndarray, aspect: list[float]) -> np.ndarray:
-    """Covariance matrices (N, D, D) with the noise of each dimension on the diagonal."""
-    n, dim = len(heights), len(std)
-    out = np.zeros((n, dim, dim))
-    diag = np.arange(dim)
-    out[:, diag, diag] = np.square(std[None, :] * heights[:, None])
-    out[:, 2, 2] = aspect[0] ** 2
-    if dim > _DIM:
-        out[:, 6, 6] = aspect[1] ** 2
-    return out
-
-
 def kalman_init(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means (N, 8) and covariances (N, 4, 3) of new tracks, at rest where they were seen."""
     measured = _xyah(boxes)
     means = np.concatenate([measured, np.zeros_like(measured)], axis=1)
-    return means, _diagonal(_INIT_STD, measured[:, 3], _ASPECT_INIT)
+    heights = measured[:, 3]
+    covariances = np.zeros((len(boxes), _DIM, 3))
+    covariances[..., 0] = _variances(2 * _STD_POSITION, _ASPECT_INIT[0], heights)
+    covariances[..., 2] = _variances(10 * _STD_VELOCITY, _ASPECT_INIT[1], heights)
+    return means, covariances
 
 
 def kalman_predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    noise = _diagonal(_PROCESS_STD, means[:, 3], _ASPECT_PROCESS)
-    return means @ _MOTION.T, _MOTION @ covariances @ _MOTION.T + noise
+    """One frame ahead: position += velocity; P = F P F' + Q for each (position, velocity) pair."""
+    heights = means[:, 3]
+    pp, pv, vv = covariances[..., 0], covariances[..., 1], covariances[..., 2]
+    predicted = np.empty_like(covariances)
+    predicted[..., 0] = pp + 2 * pv + vv + _variances(_STD_POSITION, _ASPECT_PROCESS[0], heights)
+    predicted[..., 1] = pv + vv
+    predicted[..., 2] = vv + _variances(_STD_VELOCITY, _ASPECT_PROCESS[1], heights)
+    moved = means.copy()
+    moved[:, :_DIM] += means[:, _DIM:]
+    return moved, predicted
 
 
 def kalman_update(means: np.ndarray, covariances: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    projected = covariances[:, :_DIM, :_DIM] + _diagonal(_MEASURE_STD, means[:, 3], [_ASPECT_MEASURE])
-    cross = covariances[:, :, :_DIM]  # covariance @ H.T, with H selecting the first four
-    gain = np.linalg.solve(projected, cross.transpose(0, 2, 1)).transpose(0, 2, 1)
+    """Correct the tracks with their matched boxes: the Kalman gain of each (position, velocity) pair."""
+    pp, pv, vv = covariances[..., 0], covariances[..., 1], covariances[..., 2]
+    projected = pp + _variances(_STD_POSITION, _ASPECT_MEASURE, means[:, 3])
+    gain_p, gain_v = pp / projected, pv / projected
     innovation = _xyah(boxes) - means[:, :_DIM]
-    means = means + np.einsum("nij,nj->ni", gain, innovation)
-    covariances = covariances - gain @ projected @ gain.transpose(0, 2, 1)
-    return means, covariances
+    corrected = np.concatenate([means[:, :_DIM] + gain_p * innovation, means[:, _DIM:] + gain_v * innovation], axis=1)
+    updated = np.stack([pp * (1 - gain_p), pv * (1 - gain_p), vv - gain_v * pv], axis=-1)
+    return corrected, updated
 
 
 # --- tracks -------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class Track:
 
     id: int
     mean: np.ndarray = field(repr=False)  # centre x, centre y, aspect, height, and their velocities
-    covariance: np.ndarray = field(repr=False)
+    covariance: np.ndarray = field(repr=False)  # per dimension: position and velocity (co)variances
     confirmed: bool = False  # seen at least twice
     last_frame: int = 0
 
