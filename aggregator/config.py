@@ -149,6 +149,13 @@ class AggregatorConfig(_Section):
     )
     state_dir: Path = Field(default=Path("aggregator-state"), description="the spool lives here")
     status_s: float = Field(default=10.0, gt=0, le=3600, description="how often the instance reports its health")
+    in_flight: int = Field(
+        default=65_535,
+        ge=1,
+        le=65_535,
+        description="messages the broker may send before this instance has stored and acknowledged them "
+        "(MQTT v5 Receive Maximum); the most, so that the store process sets the pace",
+    )
     broker: BrokerConfig = BrokerConfig()
     influxdb: InfluxConfig = InfluxConfig()
     validation: ValidationConfig = ValidationConfig()

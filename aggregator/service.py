@@ -83,7 +83,7 @@ class Aggregator:
                 return
         properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        properties.ReceiveMaximum = 65_535  # the store process sets the pace, not a small in-flight window
+        properties.ReceiveMaximum = self.config.in_flight
         broker = self.config.broker
         self.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=False,
                                   properties=properties)  # fmt: skip

@@ -145,8 +145,8 @@ def test_kill_9_of_the_aggregator_mid_drain_loses_and_doubles_nothing(
     mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:
     db = database()
-    # Small batches: the store holds a few hundred windows, so the kill always leaves some unstored.
-    settings = {"instance": "agg-kill", "share_group": "g-kill", "influxdb": {"batch_size": 200}}
+    # At most 1,000 messages on their way at once: the kill always leaves most of the 8,000 unstored.
+    settings = {"instance": "agg-kill", "share_group": "g-kill", "in_flight": 1000, "influxdb": {"batch_size": 200}}
     create_session(mosquitto, "agg-kill", "g-kill", SITE.site.id)
     fleet = traffic.devices(SITE)
     publish(mosquitto, list(traffic.stream(fleet, 400)))  # queued while the aggregator is away
@@ -194,7 +194,7 @@ def test_mosquitto_restarted_mid_drain_loses_and_doubles_nothing(
     fleet = traffic.devices(SITE)
     publish(fresh_mosquitto, list(traffic.stream(fleet, 400)))
     aggregator = aggregators(fresh_mosquitto, influxdb, db, instance="agg-broker", share_group="g-broker",
-                             influxdb={"batch_size": 200}).start()  # fmt: skip
+                             in_flight=1000, influxdb={"batch_size": 200}).start()  # fmt: skip
     aggregator.wait_connected()
     assert wait_until(lambda: windows_stored(influxdb, db) > 500, 60)
     fresh_mosquitto.stop()
