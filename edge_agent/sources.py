@@ -18,9 +18,7 @@ helper thread, which also prepares each frame for the model) and lose nothing.
 from __future__ import annotations
 
 import configparser
-import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -36,21 +34,6 @@ log = logging.getLogger(__name__)
 
 State = Literal["ok", "reconnecting", "failed"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def yield_to_inference(only_when_idle: bool = False) -> None:
-    """Lower this thread's priority so that helper work does not preempt inference.
-
-    Per-thread nice 10 by default; ``only_when_idle`` (Linux SCHED_IDLE) when the interpreter's
-    threads take every core: the interpreter's threads meet at a barrier after each layer, so a
-    helper preempting any of them stalls them all, and the helper should run only in the gaps
-    (while the frame's outputs are decoded and tracked). Measured with ``lanewatch agent bench``.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: normal priority
-        if only_when_idle:
-            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-        else:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class SourceError(RuntimeError):

@@ -289,7 +289,8 @@ def test_the_bench_measures_both_consumers_on_the_same_backlog() -> None:
     assert result.exit_code == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["messages"] == figures["bare"]["messages"] == figures["aggregator"]["messages"] == 30 * 10 + 30 * 2
-    assert figures["ratio"] == round(figures["aggregator"]["rate"] / figures["bare"]["rate"], 3)
+    # the ratio of the unrounded rates, so it may differ from that of the printed ones in the last digit
+    assert abs(figures["ratio"] - figures["aggregator"]["rate"] / figures["bare"]["rate"]) <= 0.0015
     assert "draining into InfluxDB" in result.stderr
 
 
