@@ -10,6 +10,7 @@ assignment itself comes from ``lap`` (Jonker-Volgenant), the solver ByteTrack us
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import lap
 import numpy as np
@@ -28,6 +29,7 @@ _STD_POSITION = 1.0 / 20
 _STD_VELOCITY = 1.0 / 160
 # (position, velocity) standard deviations of the aspect ratio, which are absolute
 _ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = (1e-2, 1e-5), (1e-2, 1e-5), 1e-1
+_MOVING = 0.005  # heights a frame: slower than this, a track's direction of motion is not trusted
 
 
 def _variances(std: float, aspect_std: float, heights: np.ndarray) -> np.ndarray:
@@ -55,12 +57,12 @@ def _boxes(means: np.ndarray) -> np.ndarray:
     return out
 
 
-def kalman_init(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Means (N, 8) and covariances (N, 4, 3) of new tracks, at rest where they were seen."""
-    measured = _xyah(boxes)
-    means = np.concatenate([measured, np.zeros_like(measured)], axis=1)
+def kalman_init(measured: np.ndarray, velocities: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Means (N, 8) and covariances (N, 4, 3) of tracks starting where they were seen (x, y, aspect,
+    height), at rest unless their ``velocities`` are known."""
+    means = np.concatenate([measured, np.zeros_like(measured) if velocities is None else velocities], axis=1)
     heights = measured[:, 3]
-    covariances = np.zeros((len(boxes), _DIM, 3))
+    covariances = np.zeros((len(measured), _DIM, 3))
     covariances[..., 0] = _variances(2 * _STD_POSITION, _ASPECT_INIT[0], heights)
     covariances[..., 2] = _variances(10 * _STD_VELOCITY, _ASPECT_INIT[1], heights)
     return means, covariances
@@ -79,12 +81,13 @@ def kalman_predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarr
     return moved, predicted
 
 
-def kalman_update(means: np.ndarray, covariances: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Correct the tracks with their matched boxes: the Kalman gain of each (position, velocity) pair."""
+def kalman_update(means: np.ndarray, covariances: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct the tracks with their matched boxes (as x, y, aspect, height): the Kalman gain of each
+    (position, velocity) pair."""
     pp, pv, vv = covariances[..., 0], covariances[..., 1], covariances[..., 2]
     projected = pp + _variances(_STD_POSITION, _ASPECT_MEASURE, means[:, 3])
     gain_p, gain_v = pp / projected, pv / projected
-    innovation = _xyah(boxes) - means[:, :_DIM]
+    innovation = measured - means[:, :_DIM]
     corrected = np.concatenate([means[:, :_DIM] + gain_p * innovation, means[:, _DIM:] + gain_v * innovation], axis=1)
     updated = np.stack([pp * (1 - gain_p), pv * (1 - gain_p), vv - gain_v * pv], axis=-1)
     return corrected, updated
@@ -102,6 +105,7 @@ class Track:
     covariance: np.ndarray = field(repr=False)  # per dimension: position and velocity (co)variances
     confirmed: bool = False  # seen at least twice
     last_frame: int = 0
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(_DIM), repr=False)  # the last box seen, as xyah
 
 
 def smoothed_boxes(tracks: list[Track]) -> np.ndarray:
@@ -128,6 +132,26 @@ def _rows_cols(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return matrix[rows[:, None], cols]
 
 
+def _nearness(predicted: np.ndarray, lost: list[Track], boxes: np.ndarray, reach: float) -> np.ndarray:
+    """How well each detection fits each lost track, with no overlap needed: 1 at the predicted centre,
+    0 at ``reach`` track heights from it; 0 too when their heights differ by more than a third, or
+    when the detection lies behind where a moving track was last seen (a person does not walk back
+    while hidden; the one walking the other way behind them is someone else)."""
+    heights = np.maximum(predicted[:, 3] - predicted[:, 1], 1e-6)[:, None]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    near = 1 - np.hypot(*((predicted[:, None, :2] + predicted[:, None, 2:]) / 2 - centres).transpose(2, 0, 1)) / (
+        reach * heights
+    )
+    ratio = (boxes[:, 3] - boxes[:, 1])[None, :] / heights
+    near[(ratio < 0.75) | (ratio > 1 / 0.75)] = 0
+    seen = np.array([t.seen[:2] for t in lost])
+    velocity = np.array([t.mean[_DIM : _DIM + 2] for t in lost])
+    backwards = np.einsum("tdk,tk->td", centres[None] - seen[:, None], velocity) < 0
+    moving = np.hypot(velocity[:, 0], velocity[:, 1]) > _MOVING * heights[:, 0]
+    near[backwards & moving[:, None]] = 0
+    return np.maximum(near, 0)
+
+
 def _assign(overlap: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Optimal one-to-one matches of rows and columns overlapping at least ``min_iou``; then the
     unmatched rows and columns."""
@@ -144,7 +168,12 @@ class ByteTracker:
 
     ``high_score``: detections above it start and continue tracks; those between ``low_score`` and
     it only continue existing tracks (the ByteTrack idea). A track not seen for ``max_lost`` frames
-    is dropped; a new one must be seen twice before it is confirmed.
+    is dropped; a new one must be seen twice before it is confirmed. A track that finds no overlapping
+    detection may take a confident one within ``refind`` of its heights of where it should be, in
+    its direction of motion: in a crowd, people walking past each other hide each other, and the
+    hidden one reappears off the predicted path; without this, they come back under a new id and
+    the crossing they made while hidden is lost (``bench/counting_accuracy.py``: 73 % -> 91 % of
+    the right-to-left crossings on the TUD clips with YOLOv8n).
     """
 
     def __init__(
@@ -155,9 +184,11 @@ class ByteTracker:
         match_iou: float = 0.2,
         low_match_iou: float = 0.5,
         max_lost: int = 30,
+        refind: float = 1.0,
     ) -> None:
         self.high_score, self.low_score, self.new_track_score = high_score, low_score, new_track_score
         self.match_iou, self.low_match_iou, self.max_lost = match_iou, low_match_iou, max_lost
+        self.refind = refind
         self.tracks: list[Track] = []
         self.frame = 0
         self._next_id = 1
@@ -194,31 +225,52 @@ class ByteTracker:
         pairs, _, _ = _assign(_rows_cols(overlap, recent, low_idx), self.low_match_iou)
         matched += [(int(recent[r]), int(low_idx[c])) for r, c in pairs]
 
-        # 3. tentative tracks (seen once) against the confident detections left; unmatched ones end
-        tentative = np.array([i for i, t in enumerate(tracks) if not t.confirmed], dtype=np.intp)
+        # 3. confirmed tracks still unmatched against confident detections near where they should be:
+        #    someone hidden behind another person for a while, who comes back off their predicted path
+        claimed = {r for r, _ in matched}
+        missing = np.array([confirmed[r] for r in unmatched if confirmed[r] not in claimed], np.intp)
         rest = high_idx[free_high]
+        if self.refind and len(missing) and len(rest):
+            near = _nearness(predicted[missing], [tracks[i] for i in missing], boxes[rest], self.refind)
+            pairs, _, free = _assign(near, 1e-9)
+            matched += [(int(missing[r]), int(rest[c])) for r, c in pairs]
+            rest = rest[free]
+
+        # 4. tentative tracks (seen once) against the confident detections left; unmatched ones end
+        tentative = np.array([i for i, t in enumerate(tracks) if not t.confirmed], dtype=np.intp)
         pairs, dead, free_rest = _assign(_rows_cols(overlap, tentative, rest), self.match_iou)
         matched += [(int(tentative[r]), int(rest[c])) for r, c in pairs]
         removed = {int(tentative[r]) for r in dead}
 
         if matched:
             rows, cols = (list(x) for x in zip(*matched))
+            measured = _xyah(boxes[cols])
             means, covariances = kalman_update(
-                np.array([tracks[r].mean for r in rows]), np.array([tracks[r].covariance for r in rows]), boxes[cols]
+                np.array([tracks[r].mean for r in rows]), np.array([tracks[r].covariance for r in rows]), measured
             )
-            for r, mean, covariance in zip(rows, means, covariances):
+            for i, (r, seen) in enumerate(zip(rows, measured)):
                 track = tracks[r]
-                track.mean, track.covariance = mean, covariance
+                gap = self.frame - track.last_frame
+                if gap > 1:
+                    # back after being unseen: the prediction ran on an old, often occlusion-skewed
+                    # velocity; restart the filter here, moving as the person moved while hidden
+                    # (OC-SORT's observation-centric re-update, simplified)
+                    velocity = (seen - track.seen) / gap
+                    velocity[2] = 0.0
+                    restarted = kalman_init(seen[None], velocity[None])
+                    means[i], covariances[i] = restarted[0][0], restarted[1][0]
+                track.mean, track.covariance, track.seen = means[i], covariances[i], seen
                 track.last_frame, track.confirmed = self.frame, True
 
-        # 4. new tentative tracks from confident detections nobody claimed; forget long-lost tracks
+        # 5. new tentative tracks from confident detections nobody claimed; forget long-lost tracks
         self.tracks = [
             t for i, t in enumerate(tracks) if i not in removed and self.frame - t.last_frame <= self.max_lost
         ]
         fresh = [int(rest[c]) for c in free_rest if scores[rest[c]] >= self.new_track_score]
         if fresh:
-            means, covariances = kalman_init(boxes[fresh])
-            for mean, covariance in zip(means, covariances):
-                self.tracks.append(Track(self._next_id, mean, covariance, False, self.frame))
+            measured = _xyah(boxes[fresh])
+            means, covariances = kalman_init(measured)
+            for mean, covariance, seen in zip(means, covariances, measured):
+                self.tracks.append(Track(self._next_id, mean, covariance, False, self.frame, seen))
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]

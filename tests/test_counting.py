@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.counting import CountingLine, RegionOfInterest, in_view, reference_points
-from edge_agent.tracker import ByteTracker
+from edge_agent.tracker import ByteTracker, smoothed_boxes
 
 
 def person_at(x: float, foot_y: float, height: float = 160.0) -> np.ndarray:
@@ -111,6 +111,28 @@ def test_the_tracker_keeps_identities_through_missing_and_weak_detections() -> N
     # Without the second pass over weak detections, B's motion model would walk on without them and
     # B would come back under a new id.
     assert ids_seen == {1, 2}
+
+
+def test_someone_hidden_while_crossing_comes_back_under_their_id_and_is_counted() -> None:
+    """A walks slowly while in view, speeds up behind someone for 10 frames and reappears 60 px
+    ahead of the predicted path (no overlap with the prediction). B, who appears meanwhile behind
+    A's last position walking the other way, is someone else."""
+    tracker, line = ByteTracker(), CountingLine("gate", (170, 0), (170, 480))
+    a_path = [100 + 2 * f for f in range(10)] + [120 + 8 * (f - 9) for f in range(10, 40)]
+    ids, counted = set(), []
+    for frame, a_x in enumerate(a_path):
+        people = [] if 10 <= frame < 20 else [(a_x, 400)]
+        if frame >= 17:
+            people.append((60 - 4 * (frame - 17), 400))  # B
+        tracks = tracker.update(_boxes(*people), np.full(len(people), 0.9))
+        a = [t for t in tracks if abs(smoothed_boxes([t])[0, 0] + 32 - a_x) < 40]
+        ids.update(t.id for t in a)
+        counted += [c.direction for c in line.update([t.id for t in a], smoothed_boxes(a), frame)]
+    assert ids == {1}
+    assert counted == ["in"]
+    b = [t for t in tracker.tracks if t.id != 1]
+    assert len(b) == 1
+    assert b[0].confirmed
 
 
 def test_a_new_track_needs_two_sightings_and_a_lone_false_positive_dies() -> None:
