@@ -19,9 +19,10 @@ Anchor = Literal["foot", "center"]
 
 def reference_points(boxes: np.ndarray, anchor: Anchor) -> np.ndarray:
     """The point of each box that must cross: bottom centre (feet) or the box centre."""
-    x = (boxes[:, 0] + boxes[:, 2]) / 2
-    y = boxes[:, 3] if anchor == "foot" else (boxes[:, 1] + boxes[:, 3]) / 2
-    return np.stack([x, y], axis=1)
+    points = np.empty((len(boxes), 2))
+    points[:, 0] = (boxes[:, 0] + boxes[:, 2]) / 2
+    points[:, 1] = boxes[:, 3] if anchor == "foot" else (boxes[:, 1] + boxes[:, 3]) / 2
+    return points
 
 
 @dataclass(frozen=True)

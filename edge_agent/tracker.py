@@ -32,9 +32,22 @@ _ASPECT_INIT, _ASPECT_PROCESS, _ASPECT_MEASURE = (1e-2, 1e-5), (1e-2, 1e-5), 1e-
 _MOVING = 0.005  # heights a frame: slower than this, a track's direction of motion is not trusted
 
 
-def _variances(std: float, aspect_std: float, heights: np.ndarray) -> np.ndarray:
-    """Noise variances (N, 4) of x, y, aspect, height: ``std`` times the height, the aspect's absolute."""
-    return np.square(std * heights[:, None] * _BY_HEIGHT + aspect_std * (1 - _BY_HEIGHT))
+def _variances(std: float, aspect_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Noise variances of x, y, aspect, height as (per squared height, constant): ``std`` times the
+    height, the aspect's absolute."""
+    return np.square(std * _BY_HEIGHT), np.square(aspect_std * (1 - _BY_HEIGHT))
+
+
+_INIT_POSITION = _variances(2 * _STD_POSITION, _ASPECT_INIT[0])
+_INIT_VELOCITY = _variances(10 * _STD_VELOCITY, _ASPECT_INIT[1])
+_PROCESS_POSITION = _variances(_STD_POSITION, _ASPECT_PROCESS[0])
+_PROCESS_VELOCITY = _variances(_STD_VELOCITY, _ASPECT_PROCESS[1])
+_MEASUREMENT = _variances(_STD_POSITION, _ASPECT_MEASURE)
+
+
+def _noise(variances: tuple[np.ndarray, np.ndarray], squared_heights: np.ndarray) -> np.ndarray:
+    """The (N, 4) variances of tracks with these squared heights."""
+    return np.multiply.outer(squared_heights, variances[0]) + variances[1]
 
 
 def _xyah(boxes: np.ndarray) -> np.ndarray:
@@ -61,21 +74,21 @@ def kalman_init(measured: np.ndarray, velocities: Optional[np.ndarray] = None) -
     """Means (N, 8) and covariances (N, 4, 3) of tracks starting where they were seen (x, y, aspect,
     height), at rest unless their ``velocities`` are known."""
     means = np.concatenate([measured, np.zeros_like(measured) if velocities is None else velocities], axis=1)
-    heights = measured[:, 3]
+    squared = np.square(measured[:, 3])
     covariances = np.zeros((len(measured), _DIM, 3))
-    covariances[..., 0] = _variances(2 * _STD_POSITION, _ASPECT_INIT[0], heights)
-    covariances[..., 2] = _variances(10 * _STD_VELOCITY, _ASPECT_INIT[1], heights)
+    covariances[..., 0] = _noise(_INIT_POSITION, squared)
+    covariances[..., 2] = _noise(_INIT_VELOCITY, squared)
     return means, covariances
 
 
 def kalman_predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One frame ahead: position += velocity; P = F P F' + Q for each (position, velocity) pair."""
-    heights = means[:, 3]
+    squared = np.square(means[:, 3])
     pp, pv, vv = covariances[..., 0], covariances[..., 1], covariances[..., 2]
     predicted = np.empty_like(covariances)
-    predicted[..., 0] = pp + 2 * pv + vv + _variances(_STD_POSITION, _ASPECT_PROCESS[0], heights)
     predicted[..., 1] = pv + vv
-    predicted[..., 2] = vv + _variances(_STD_VELOCITY, _ASPECT_PROCESS[1], heights)
+    predicted[..., 2] = vv + _noise(_PROCESS_VELOCITY, squared)
+    predicted[..., 0] = pp + pv + predicted[..., 1] + _noise(_PROCESS_POSITION, squared)
     moved = means.copy()
     moved[:, :_DIM] += means[:, _DIM:]
     return moved, predicted
@@ -85,11 +98,14 @@ def kalman_update(means: np.ndarray, covariances: np.ndarray, measured: np.ndarr
     """Correct the tracks with their matched boxes (as x, y, aspect, height): the Kalman gain of each
     (position, velocity) pair."""
     pp, pv, vv = covariances[..., 0], covariances[..., 1], covariances[..., 2]
-    projected = pp + _variances(_STD_POSITION, _ASPECT_MEASURE, means[:, 3])
+    projected = pp + _noise(_MEASUREMENT, np.square(means[:, 3]))
     gain_p, gain_v = pp / projected, pv / projected
     innovation = measured - means[:, :_DIM]
     corrected = np.concatenate([means[:, :_DIM] + gain_p * innovation, means[:, _DIM:] + gain_v * innovation], axis=1)
-    updated = np.stack([pp * (1 - gain_p), pv * (1 - gain_p), vv - gain_v * pv], axis=-1)
+    updated = np.empty_like(covariances)
+    updated[..., 0] = pp * (1 - gain_p)
+    updated[..., 1] = pv * (1 - gain_p)
+    updated[..., 2] = vv - gain_v * pv
     return corrected, updated
 
 
@@ -158,6 +174,12 @@ def _assign(overlap: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]],
     rows, cols = overlap.shape
     if not rows or not cols:
         return [], list(range(rows)), list(range(cols))
+    candidates = overlap >= min_iou
+    if candidates.sum(axis=0).max() <= 1 and candidates.sum(axis=1).max() <= 1:  # nothing to choose
+        r, c = candidates.nonzero()
+        taken_r, taken_c = set(r.tolist()), set(c.tolist())
+        return (list(zip(r.tolist(), c.tolist())), [i for i in range(rows) if i not in taken_r],
+                [j for j in range(cols) if j not in taken_c])  # fmt: skip
     _, row_to_col, col_to_row = lap.lapjv(1.0 - overlap, extend_cost=True, cost_limit=1.0 - min_iou)
     matches = [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0]
     return matches, [r for r in range(rows) if row_to_col[r] < 0], [c for c in range(cols) if col_to_row[c] < 0]
@@ -201,13 +223,14 @@ class ByteTracker:
         """
         self.frame += 1
         tracks = self.tracks
+        means, covariances = np.empty((0, 2 * _DIM)), np.empty((0, _DIM, 3))
         if tracks:
             means, covariances = kalman_predict(
                 np.array([t.mean for t in tracks]), np.array([t.covariance for t in tracks])
             )
             for track, mean, covariance in zip(tracks, means, covariances):
                 track.mean, track.covariance = mean, covariance
-        predicted = _boxes(np.array([t.mean for t in tracks]).reshape(-1, 2 * _DIM))
+        predicted = _boxes(means)
         overlap = iou_matrix(predicted, boxes)  # every track against every detection, once
         matched: list[tuple[int, int]] = []  # (track index, detection index)
 
@@ -245,9 +268,7 @@ class ByteTracker:
         if matched:
             rows, cols = (list(x) for x in zip(*matched))
             measured = _xyah(boxes[cols])
-            means, covariances = kalman_update(
-                np.array([tracks[r].mean for r in rows]), np.array([tracks[r].covariance for r in rows]), measured
-            )
+            means, covariances = kalman_update(means[rows], covariances[rows], measured)
             for i, (r, seen) in enumerate(zip(rows, measured)):
                 track = tracks[r]
                 gap = self.frame - track.last_frame
