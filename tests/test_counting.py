@@ -135,6 +135,19 @@ def test_someone_hidden_while_crossing_comes_back_under_their_id_and_is_counted(
     assert b[0].confirmed
 
 
+def test_at_a_low_frame_rate_someone_walking_out_of_their_first_box_keeps_their_id() -> None:
+    """At 5 fps a walker moves more than their own width between frames: no overlap at all between
+    the box they were first seen in and the next one."""
+    tracker, line = ByteTracker(), CountingLine("gate", (400, 0), (400, 480))
+    ids, counted = set(), []
+    for frame, x in enumerate(range(100, 700, 70)):
+        tracks = tracker.update(_boxes((x, 400)), np.array([0.9]))
+        ids.update(t.id for t in tracks)
+        counted += [c.direction for c in line.update([t.id for t in tracks], smoothed_boxes(tracks), frame)]
+    assert ids == {1}
+    assert counted == ["in"]
+
+
 def test_a_new_track_needs_two_sightings_and_a_lone_false_positive_dies() -> None:
     tracker = ByteTracker()
     first = tracker.update(_boxes((100, 400)), np.array([0.9]))
