@@ -148,20 +148,19 @@ def _rows_cols(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return matrix[rows[:, None], cols]
 
 
-def _nearness(predicted: np.ndarray, lost: list[Track], boxes: np.ndarray, reach: float) -> np.ndarray:
-    """How well each detection fits each lost track, with no overlap needed: 1 at the predicted centre,
-    0 at ``reach`` track heights from it; 0 too when their heights differ by more than a third, or
-    when the detection lies behind where a moving track was last seen (a person does not walk back
-    while hidden; the one walking the other way behind them is someone else)."""
+def _nearness(predicted: np.ndarray, unmatched: list[Track], boxes: np.ndarray, reach: float) -> np.ndarray:
+    """How well each detection fits each track, with no overlap needed: 1 at the predicted centre, 0
+    at ``reach`` track heights from it; 0 too when their heights differ by more than a third, or when
+    the detection lies behind where a moving track was last seen (a person does not walk back while
+    hidden; the one walking the other way behind them is someone else)."""
     heights = np.maximum(predicted[:, 3] - predicted[:, 1], 1e-6)[:, None]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    near = 1 - np.hypot(*((predicted[:, None, :2] + predicted[:, None, 2:]) / 2 - centres).transpose(2, 0, 1)) / (
-        reach * heights
-    )
+    offsets = (predicted[:, None, :2] + predicted[:, None, 2:]) / 2 - centres  # (tracks, detections, 2)
+    near = 1 - np.hypot(offsets[..., 0], offsets[..., 1]) / (reach * heights)
     ratio = (boxes[:, 3] - boxes[:, 1])[None, :] / heights
     near[(ratio < 0.75) | (ratio > 1 / 0.75)] = 0
-    seen = np.array([t.seen[:2] for t in lost])
-    velocity = np.array([t.mean[_DIM : _DIM + 2] for t in lost])
+    seen = np.array([t.seen[:2] for t in unmatched])
+    velocity = np.array([t.mean[_DIM : _DIM + 2] for t in unmatched])
     backwards = np.einsum("tdk,tk->td", centres[None] - seen[:, None], velocity) < 0
     moving = np.hypot(velocity[:, 0], velocity[:, 1]) > _MOVING * heights[:, 0]
     near[backwards & moving[:, None]] = 0
