@@ -6,7 +6,9 @@ other way), at a half, a third and a fifth of the frame rate (12.5, 8.3 and 5 fp
 or a device that keeps up by skipping frames, as a Pi 4 running YOLOv8n does), and at half the size
 (people 60-100 px tall: a wider view). The ground truth is changed the same way. Prints, per model,
 how many true crossings of each direction were counted and how many counts were extra, per variant
-and in all.
+and in all; and "eval", the accuracy ``lanewatch agent eval`` reports for one line (the smaller of
+counted and true over the larger), pooled over the lines: the sum of the smaller over the sum of the
+larger, which is the crossings counted right over the true crossings plus the extra counts.
 
     .venv/bin/python bench/counting_accuracy.py [--assets ../shared/assets] [--json]
 """
@@ -143,7 +145,8 @@ def main() -> None:
         summary[name] = {"variants": tally, "all": total}
         for label, cells in [*tally.items(), ("all", total)]:
             shares = "  ".join(
-                f"{d} {c['right']}/{c['true']} ({c['right'] / max(c['true'], 1):.1%}, {c['extra']} extra)"
+                f"{d} {c['right']}/{c['true']} ({c['right'] / max(c['true'], 1):.1%}, {c['extra']} extra;"
+                f" eval {c['right'] / max(c['true'] + c['extra'], 1):.3f})"
                 for d, c in cells.items()
             )
             say(f"{name:16} {label:9} {shares}")
