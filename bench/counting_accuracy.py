@@ -118,6 +118,24 @@ def counted(video: Path, model: Path, variant: Variant) -> list[dict[str, int]]:
     return [dict(c.totals) for c in counters]
 
 
+def score(tally: dict[str, dict[str, int]], true: list[dict[str, int]], got: list[dict[str, int]]) -> None:
+    """Add one recording's lines to ``tally`` (per direction: true crossings, counted right, extra)."""
+    for t, g in zip(true, got):
+        for d in ("in", "out"):
+            tally[d]["true"] += t[d]
+            tally[d]["right"] += min(t[d], g[d])
+            tally[d]["extra"] += max(0, g[d] - t[d])
+
+
+def describe(tally: dict[str, dict[str, int]]) -> str:
+    """Recall and extra counts per direction, and agent eval's accuracy pooled over the lines."""
+    return "  ".join(
+        f"{d} {c['right']}/{c['true']} ({c['right'] / max(c['true'], 1):.1%}, {c['extra']} extra;"
+        f" eval {c['right'] / max(c['true'] + c['extra'], 1):.3f})"
+        for d, c in tally.items()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets")
@@ -132,24 +150,15 @@ def main() -> None:
                 folder = args.assets / "videos" / clip
                 true = truth(folder / "gt" / "gt.txt", variant)
                 got = counted(folder / f"{clip}.mp4", args.assets / "models" / model, variant)
+                score(tally[variant.name], true, got)
                 for x, t, g in zip(XS, true, got):
-                    for d in ("in", "out"):
-                        cell = tally[variant.name][d]
-                        cell["true"] += t[d]
-                        cell["right"] += min(t[d], g[d])
-                        cell["extra"] += max(0, g[d] - t[d])
                     if t != g:
                         counts = f"counted {g['in']}/{g['out']}  true {t['in']}/{t['out']}"
                         say(f"  {name} {variant.name:9} {clip:15} x={x:<3} {counts}")
         total = {d: {k: sum(tally[v.name][d][k] for v in VARIANTS) for k in KEYS} for d in ("in", "out")}
         summary[name] = {"variants": tally, "all": total}
         for label, cells in [*tally.items(), ("all", total)]:
-            shares = "  ".join(
-                f"{d} {c['right']}/{c['true']} ({c['right'] / max(c['true'], 1):.1%}, {c['extra']} extra;"
-                f" eval {c['right'] / max(c['true'] + c['extra'], 1):.3f})"
-                for d, c in cells.items()
-            )
-            say(f"{name:16} {label:9} {shares}")
+            say(f"{name:16} {label:9} {describe(cells)}")
         say("")
     if args.json:
         print(json.dumps(summary))

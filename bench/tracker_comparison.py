@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from counting_accuracy import CLIPS, KEYS, MODELS, VARIANTS, frames, lines, truth
+from counting_accuracy import CLIPS, KEYS, MODELS, VARIANTS, describe, frames, lines, score, truth
 
 from edge_agent.detector import Detector
 from edge_agent.tracker import ByteTracker, smoothed_boxes
@@ -101,17 +101,8 @@ def main() -> None:
                     for counter in counters:
                         counter.update(ids, tracked, number)
                 costs.append(1000 * spent / len(found))
-                for t, counter in zip(true, counters):
-                    for d in ("in", "out"):
-                        tally[d]["true"] += t[d]
-                        tally[d]["right"] += min(t[d], counter.totals[d])
-                        tally[d]["extra"] += max(0, counter.totals[d] - t[d])
-            shares = "  ".join(
-                f"{d} {c['right']}/{c['true']} ({c['right'] / c['true']:.1%}, {c['extra']} extra;"
-                f" eval {c['right'] / (c['true'] + c['extra']):.3f})"
-                for d, c in tally.items()
-            )
-            print(f"{model:16} {name:35} {shares}  {statistics.median(costs):.2f} ms a frame")
+                score(tally, true, [counter.totals for counter in counters])
+            print(f"{model:16} {name:35} {describe(tally)}  {statistics.median(costs):.2f} ms a frame")
         print()
 
 
