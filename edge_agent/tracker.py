@@ -3,8 +3,10 @@ also uses low-score detections, so a person whose score flickers or who is half 
 
 Written here rather than taken from a library (the design follows Zhang et al., "ByteTrack", ECCV
 2022): roboflow ``supervision`` and ``trackers`` need Python 3.10+ and pull matplotlib, PyAV and
-SciPy onto the device, and ``norfair`` pins numpy < 2, which LiteRT's numpy 2 excludes. The linear
-assignment itself comes from ``lap`` (Jonker-Volgenant), the solver ByteTrack uses.
+SciPy onto the device, and ``norfair`` pins numpy < 2, which LiteRT's numpy 2 excludes; and on the
+same detections, ``trackers``' ByteTrack and OC-SORT count people crossing lines markedly worse
+(``bench/tracker_comparison.py``). The linear assignment itself comes from ``lap`` (Jonker-Volgenant),
+the solver ByteTrack uses.
 """
 
 from __future__ import annotations
