@@ -102,6 +102,7 @@ class RegionOfInterest:
         return np.array([cv2.pointPolygonTest(self.polygon, (float(x), float(y)), False) >= 0 for x, y in points], bool)
 
 
-def in_view(points: np.ndarray, roi: Optional[RegionOfInterest]) -> int:
-    """People currently inside the region of interest (everyone in the picture without one)."""
-    return int(len(points) if roi is None else roi.contains(points).sum())
+def in_view(boxes: np.ndarray, anchor: Anchor, roi: Optional[RegionOfInterest]) -> int:
+    """People whose reference point is inside the region of interest (everyone in the picture
+    without one)."""
+    return len(boxes) if roi is None else int(roi.contains(reference_points(boxes, anchor)).sum())

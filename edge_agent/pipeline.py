@@ -122,12 +122,8 @@ class Pipeline:
             kept = [t.id for t in self.tracker.tracks]
             for line in self.lines:
                 line.forget(kept)
-        if self.roi is None:  # everyone in the picture is in view
-            seen = sum(t.confirmed for t in tracks)
-        else:
-            confirmed = track_boxes[[t.confirmed for t in tracks]] if tracks else track_boxes
-            seen = in_view(reference_points(confirmed, self.anchor), self.roi)
-        counts = FrameCounts(crossings, seen)
+        confirmed = track_boxes[[t.confirmed for t in tracks]] if tracks else track_boxes
+        counts = FrameCounts(crossings, in_view(confirmed, self.anchor, self.roi))
         times = self.times
         times.invoke += t1 - t0
         times.decode += t2 - t1

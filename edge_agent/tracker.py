@@ -257,9 +257,8 @@ class ByteTracker:
         missing = np.array([confirmed[r] for r in unmatched if confirmed[r] not in claimed], np.intp)
         rest = high_idx[free_high]
         if self.refind and len(missing) and len(rest):
-            near = _nearness(predicted[missing], [tracks[i] for i in missing], boxes[rest], self.refind)
-            pairs, _, free = _assign(near, 1e-9)
-            matched += [(int(missing[r]), int(rest[c])) for r, c in pairs]
+            found, _, free = self._match_near(missing, rest, predicted, boxes, self.refind)
+            matched += found
             rest = rest[free]
 
         # 4. tentative tracks (seen once) against the confident detections left: by overlap, then by
@@ -269,10 +268,10 @@ class ByteTracker:
         pairs, dead, free_rest = _assign(_rows_cols(overlap, tentative, rest), self.match_iou)
         matched += [(int(tentative[r]), int(rest[c])) for r, c in pairs]
         if self.refind and dead and free_rest:
-            once, left = tentative[dead], rest[free_rest]
-            near = _nearness(predicted[once], [tracks[i] for i in once], boxes[left], self.refind / 2)
-            pairs, still_dead, still_free = _assign(near, 1e-9)
-            matched += [(int(once[r]), int(left[c])) for r, c in pairs]
+            found, still_dead, still_free = self._match_near(
+                tentative[dead], rest[free_rest], predicted, boxes, self.refind / 2
+            )
+            matched += found
             dead, free_rest = [dead[r] for r in still_dead], [free_rest[c] for c in still_free]
         removed = {int(tentative[r]) for r in dead}
 
@@ -306,3 +305,12 @@ class ByteTracker:
                 self.tracks.append(Track(self._next_id, mean, covariance, False, self.frame, seen))
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]
+
+    def _match_near(
+        self, rows: np.ndarray, cols: np.ndarray, predicted: np.ndarray, boxes: np.ndarray, reach: float
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """Tracks ``rows`` against detections ``cols`` by nearness (``_nearness``): the (track,
+        detection) pairs, then the positions in ``rows`` and in ``cols`` left unmatched."""
+        near = _nearness(predicted[rows], [self.tracks[i] for i in rows], boxes[cols], reach)
+        pairs, left_rows, left_cols = _assign(near, 1e-9)
+        return [(int(rows[r]), int(cols[c])) for r, c in pairs], left_rows, left_cols

@@ -72,10 +72,11 @@ def test_passing_beyond_the_end_of_a_short_line_is_not_a_crossing() -> None:
 
 def test_region_of_interest_counts_the_people_inside() -> None:
     roi = RegionOfInterest([(0, 0), (320, 0), (320, 480), (0, 480)])
-    feet = reference_points(np.concatenate([person_at(100, 400), person_at(500, 400), person_at(300, 200)]), "foot")
+    people = np.concatenate([person_at(100, 400), person_at(500, 400), person_at(300, 200)])
+    feet = reference_points(people, "foot")
     assert roi.contains(feet).tolist() == [True, False, True]
-    assert in_view(feet, roi) == 2
-    assert in_view(feet, None) == 3
+    assert in_view(people, "foot", roi) == 2
+    assert in_view(people, "foot", None) == 3
     with pytest.raises(ValueError, match="at least 3 points"):
         RegionOfInterest([(0, 0), (1, 1)])
 
