@@ -20,7 +20,7 @@ import numpy as np
 from edge_agent.counting import Anchor, CountingLine, Crossing, RegionOfInterest, in_view, reference_points
 from edge_agent.detector import Detector, Prepared
 from edge_agent.sources import Frame
-from edge_agent.tracker import ByteTracker, smoothed_boxes
+from edge_agent.tracker import ByteTracker, Track, smoothed_boxes
 
 
 @dataclass
@@ -115,9 +115,8 @@ class Pipeline:
             inside = self.roi.contains(reference_points(boxes, self.anchor))
             boxes, scores = boxes[inside], scores[inside]
         tracks = self.tracker.update(boxes, scores)
-        ids = [t.id for t in tracks]
         track_boxes = smoothed_boxes(tracks)
-        crossings = [c for line in self.lines for c in line.update(ids, track_boxes, frame)]
+        crossings = count_crossings(self.lines, tracks, track_boxes, frame)
         if frame % 100 == 0:
             kept = [t.id for t in self.tracker.tracks]
             for line in self.lines:
@@ -130,6 +129,23 @@ class Pipeline:
         times.track_and_count += time.perf_counter() - t2
         times.frames += 1
         return counts
+
+
+def count_crossings(
+    lines: Sequence[CountingLine], tracks: list[Track], boxes: np.ndarray, frame: int
+) -> list[Crossing]:
+    """The crossings of every line by the tracks seen in this frame (at ``boxes``). A track that
+    starts where its person was already seen before (``Track.origin``) starts on that side: someone
+    half hidden in a group may cross the line before their track begins."""
+    born = [t for t in tracks if t.origin is not None]
+    if born:
+        origins = np.array([t.origin for t in born])
+        for line in lines:
+            line.update([t.id for t in born], origins, frame)
+        for track in born:
+            track.origin = None
+    ids = [t.id for t in tracks]
+    return [c for line in lines for c in line.update(ids, boxes, frame)]
 
 
 def _give_way_to_inference(only_when_idle: bool = False) -> None:

@@ -124,6 +124,9 @@ class Track:
     confirmed: bool = False  # seen at least twice
     last_frame: int = 0
     seen: np.ndarray = field(default_factory=lambda: np.zeros(_DIM), repr=False)  # the last box seen, as xyah
+    # where the person was first seen (x1, y1, x2, y2), when their detections were confident but not
+    # enough to start a track until later: a counting line should start them on that side
+    origin: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 def smoothed_boxes(tracks: list[Track]) -> np.ndarray:
@@ -198,7 +201,10 @@ class ByteTracker:
     the crossing they made while hidden is lost (``bench/counting_accuracy.py``, YOLOv8n: 73 % -> 92 %
     of the right-to-left crossings on the TUD clips). A track seen once takes a detection within half
     that reach: at 5 fps a walker has left their first box by the next frame (72 % -> 95 % of the
-    left-to-right crossings at 5 fps).
+    left-to-right crossings at 5 fps). Confident detections below ``new_track_score`` start nothing,
+    but a track that starts where a chain of them led (by overlap, frame to frame) keeps where the
+    chain began as its ``origin``: someone half hidden beside another person crosses the line before
+    their track starts (``bench/counting_unseen.py``: a crossing on PETS 2009 otherwise missed).
     """
 
     def __init__(
@@ -217,6 +223,8 @@ class ByteTracker:
         self.tracks: list[Track] = []
         self.frame = 0
         self._next_id = 1
+        # last frame's confident detections too weak to start a track: their boxes and origins
+        self._weak: tuple[np.ndarray, np.ndarray] = (np.empty((0, 4)), np.empty((0, 4)))
 
     def update(self, boxes: np.ndarray, scores: np.ndarray) -> list[Track]:
         """Feed one frame's detections; return the tracks seen in this frame.
@@ -297,14 +305,35 @@ class ByteTracker:
         self.tracks = [
             t for i, t in enumerate(tracks) if i not in removed and self.frame - t.last_frame <= self.max_lost
         ]
-        fresh = [int(rest[c]) for c in free_rest if scores[rest[c]] >= self.new_track_score]
-        if fresh:
+        left = rest[free_rest] if len(free_rest) else np.empty(0, np.intp)
+        origins, linked = self._origins(boxes[left])
+        strong = scores[left] >= self.new_track_score
+        self._weak = (boxes[left[~strong]], origins[~strong])
+        fresh = left[strong]
+        if len(fresh):
             measured = _xyah(boxes[fresh])
             means, covariances = kalman_init(measured)
-            for mean, covariance, seen in zip(means, covariances, measured):
-                self.tracks.append(Track(self._next_id, mean, covariance, False, self.frame, seen))
+            for mean, covariance, seen, origin, known in zip(
+                means, covariances, measured, origins[strong], linked[strong]
+            ):
+                track = Track(self._next_id, mean, covariance, False, self.frame, seen)
+                track.origin = origin if known else None
+                self.tracks.append(track)
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]
+
+    def _origins(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each unclaimed detection's person was first seen: a person half hidden in a group
+        can be detected for frames with scores that continue but do not start a track, and, by the
+        time a track starts, be past the line they crossed. Chains each detection by overlap to last
+        frame's weak ones; returns the origins, and which detections had one before this frame."""
+        weak, weak_origins = self._weak
+        origins = boxes.copy()
+        linked = np.zeros(len(boxes), bool)
+        pairs, _, _ = _assign(iou_matrix(boxes, weak), self.match_iou)
+        for r, c in pairs:
+            origins[r], linked[r] = weak_origins[c], True
+        return origins, linked
 
     def _match_near(
         self, rows: np.ndarray, cols: np.ndarray, predicted: np.ndarray, boxes: np.ndarray, reach: float

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.counting import CountingLine, RegionOfInterest, in_view, reference_points
+from edge_agent.pipeline import count_crossings
 from edge_agent.tracker import ByteTracker, smoothed_boxes
 
 
@@ -145,6 +146,19 @@ def test_at_a_low_frame_rate_someone_walking_out_of_their_first_box_keeps_their_
         tracks = tracker.update(_boxes((x, 400)), np.array([0.9]))
         ids.update(t.id for t in tracks)
         counted += [c.direction for c in line.update([t.id for t in tracks], smoothed_boxes(tracks), frame)]
+    assert ids == {1}
+    assert counted == ["in"]
+
+
+def test_someone_half_hidden_while_crossing_counts_from_where_they_were_first_seen() -> None:
+    """Walking beside someone, a person is detected with scores that continue a track but do not
+    start one (0.5 - 0.6) until they are past the line; their track starts there, yet they crossed."""
+    tracker, line = ByteTracker(), CountingLine("gate", (170, 0), (170, 480))
+    counted, ids = [], set()
+    for frame, x in enumerate(range(100, 320, 10)):
+        tracks = tracker.update(_boxes((x, 400)), np.array([0.55 if x < 200 else 0.9]))
+        ids.update(t.id for t in tracks)
+        counted += [c.direction for c in count_crossings([line], tracks, smoothed_boxes(tracks), frame)]
     assert ids == {1}
     assert counted == ["in"]
 
