@@ -139,6 +139,16 @@ def shared_assets() -> Path:
     return SHARED_ASSETS
 
 
+@pytest.fixture(scope="session")
+def pets_footage() -> Path:
+    """PETS 2009 S2.L1 (OpenCV's vtest.avi), which ``scripts/fetch-footage`` takes out of Debian's
+    opencv-doc: footage whose crossings were counted by hand, not derived from annotations."""
+    path = Path(os.environ.get("LANEWATCH_FOOTAGE", Path.home() / ".cache" / "lanewatch")) / "vtest.avi"
+    if not path.is_file():
+        unavailable(f"{path} is missing: run scripts/fetch-footage")
+    return path
+
+
 @pytest.fixture
 def mqtt_client(mosquitto: Mosquitto) -> Iterator[Callable[..., object]]:
     """Connected paho MQTT v5 clients on the session broker, disconnected after the test."""
