@@ -142,8 +142,6 @@ def count_crossings(
         origins = np.array([t.origin for t in born])
         for line in lines:
             line.update([t.id for t in born], origins, frame)
-        for track in born:
-            track.origin = None
     ids = [t.id for t in tracks]
     return [c for line in lines for c in line.update(ids, boxes, frame)]
 

@@ -124,8 +124,9 @@ class Track:
     confirmed: bool = False  # seen at least twice
     last_frame: int = 0
     seen: np.ndarray = field(default_factory=lambda: np.zeros(_DIM), repr=False)  # the last box seen, as xyah
-    # where the person was first seen (x1, y1, x2, y2), when their detections were confident but not
-    # enough to start a track until later: a counting line should start them on that side
+    # on the frame the track starts only: where the person was first seen (x1, y1, x2, y2), when their
+    # detections were confident but not enough to start a track until later (a counting line should
+    # start them on that side)
     origin: Optional[np.ndarray] = field(default=None, repr=False)
 
 
@@ -234,6 +235,8 @@ class ByteTracker:
         """
         self.frame += 1
         tracks = self.tracks
+        for track in tracks:
+            track.origin = None
         means, covariances = np.empty((0, 2 * _DIM)), np.empty((0, _DIM, 3))
         if tracks:
             means, covariances = kalman_predict(
@@ -305,7 +308,7 @@ class ByteTracker:
         self.tracks = [
             t for i, t in enumerate(tracks) if i not in removed and self.frame - t.last_frame <= self.max_lost
         ]
-        left = rest[free_rest] if len(free_rest) else np.empty(0, np.intp)
+        left = rest[free_rest]
         origins, linked = self._origins(boxes[left])
         strong = scores[left] >= self.new_track_score
         self._weak = (boxes[left[~strong]], origins[~strong])
@@ -316,9 +319,9 @@ class ByteTracker:
             for mean, covariance, seen, origin, known in zip(
                 means, covariances, measured, origins[strong], linked[strong]
             ):
-                track = Track(self._next_id, mean, covariance, False, self.frame, seen)
-                track.origin = origin if known else None
-                self.tracks.append(track)
+                self.tracks.append(
+                    Track(self._next_id, mean, covariance, False, self.frame, seen, origin if known else None)
+                )
                 self._next_id += 1
         return [t for t in self.tracks if t.last_frame == self.frame]
 
