@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edge_agent.counting import CountingLine
 from edge_agent.detector import Detector
+from edge_agent.groundtruth import HandCounted, read_hand_counts
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources import open_source
 
@@ -45,27 +45,6 @@ MODELS = {
 }
 HEIGHT = 576
 SLACK = 8  # frames between a counted crossing and the hand-counted one it matches
-
-
-@dataclass(frozen=True)
-class HandCounted:
-    """One line's true crossings: x (drawn top to bottom, so "in" is left to right), the frames left
-    out (first, last; 0, 0 for none), and the frames of the crossings per direction."""
-
-    x: int
-    skip: tuple[int, int]
-    crossings: dict[str, list[int]]
-
-    def counts(self, frame: int) -> bool:
-        return not self.skip[0] <= frame <= self.skip[1]
-
-
-def hand_counted(path: Path = COUNTS) -> list[HandCounted]:
-    lines = json.loads(path.read_text())["lines"]
-    return [
-        HandCounted(int(x), (line["skip"][0], line["skip"][1]), {d: line[d] for d in ("in", "out")})
-        for x, line in lines.items()
-    ]
 
 
 def counted(video: Path, model: Path, truth: list[HandCounted]) -> dict[int, dict[str, list[int]]]:
@@ -104,7 +83,7 @@ def main() -> None:
     if not args.video.is_file():
         raise SystemExit(f"{args.video} not found: run scripts/fetch-footage, or pass --video PATH to vtest.avi")
     say: Callable[[str], None] = (lambda _: None) if args.json else print
-    truth = hand_counted()
+    truth = read_hand_counts(COUNTS)
     summary: dict[str, dict] = {}
     for name, model in MODELS.items():
         found = counted(args.video, args.assets / "models" / model, truth)

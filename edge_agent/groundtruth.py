@@ -5,11 +5,15 @@ columns), ``class, visibility``; MOT15 (10 columns) has world coordinates there 
 conf 0 are "ignore" regions, and where there is a class only 1 (pedestrian) counts. The true
 crossings are what a counting line reports when fed the annotated tracks, so prediction and truth
 follow one definition of a crossing.
+
+Footage without annotations can have its crossings counted by hand instead (``HandCounted``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +46,27 @@ def true_crossings(path: Path, line: CountingLine) -> dict[str, int]:
     for frame, (ids, boxes) in read_mot(path).items():
         line.update(ids, boxes, frame)
     return dict(line.totals)
+
+
+@dataclass(frozen=True)
+class HandCounted:
+    """One vertical line's crossings counted by hand: x (drawn top to bottom, so "in" is left to
+    right), the frames left out (first, last; 0, 0 for none: where no eye can tell a side), and the
+    1-based frames of the crossings per direction."""
+
+    x: int
+    skip: tuple[int, int]
+    crossings: dict[str, list[int]]
+
+    def counts(self, frame: int) -> bool:
+        """Whether a crossing at this frame is compared with the truth (not left out)."""
+        return not self.skip[0] <= frame <= self.skip[1]
+
+
+def read_hand_counts(path: Path) -> list[HandCounted]:
+    """The lines of a hand-count file: ``{"lines": {"X": {"skip": [first, last], "in": [...], "out": [...]}}}``."""
+    lines = json.loads(Path(path).read_text())["lines"]
+    return [
+        HandCounted(int(x), (line["skip"][0], line["skip"][1]), {d: line[d] for d in ("in", "out")})
+        for x, line in lines.items()
+    ]

@@ -18,9 +18,10 @@ import pytest
 from edge_agent.counting import CountingLine
 from edge_agent.detector import Detector
 from edge_agent.evaluation import evaluate
-from edge_agent.groundtruth import true_crossings
+from edge_agent.groundtruth import read_hand_counts, true_crossings
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources import open_source
+from tests.conftest import REPO
 
 MODELS = {
     "ssd": "ssd_mobilenet_v1_coco_quant/detect.tflite",
@@ -106,19 +107,18 @@ def test_the_better_model_counts_footage_counted_by_hand_within_the_target(
     the tracker was tuned on one of them, not on the other two): YOLOv8n's counts are at least
     95 % of the truth in each direction (``agent eval``'s accuracy, pooled over the lines), and no
     line is off by more than one crossing."""
-    hand = json.loads((Path(__file__).parents[1] / "bench" / "pets2009_s2l1_counts.json").read_text())["lines"]
-    lines = [CountingLine(x, (int(x), 0), (int(x), 576)) for x in hand]
-    skipped = {x: range(hand[x]["skip"][0], hand[x]["skip"][1] + 1) for x in hand}
-    got = {x: {"in": 0, "out": 0} for x in hand}
+    hand = {f"{line.x}": line for line in read_hand_counts(REPO / "bench" / "pets2009_s2l1_counts.json")}
+    lines = [CountingLine(name, (line.x, 0), (line.x, 576)) for name, line in hand.items()]
+    got = {name: {"in": 0, "out": 0} for name in hand}
     pipeline = Pipeline(Detector(str(shared_assets / "models" / MODELS["yolov8"]), num_threads=2), lines)
     with open_source(str(pets_footage)) as source:
         for index, counts in pipeline.run(source):
             for crossing in counts.crossings:
-                if index + 1 not in skipped[crossing.line]:
+                if hand[crossing.line].counts(index + 1):
                     got[crossing.line][crossing.direction] += 1
     for direction in ("in", "out"):
-        true = [len(hand[x][direction]) for x in hand]
-        counted = [got[x][direction] for x in hand]
+        true = [len(line.crossings[direction]) for line in hand.values()]
+        counted = [got[name][direction] for name in hand]
         assert all(abs(c - t) <= 1 for c, t in zip(counted, true)), (direction, counted, true)
         pooled = sum(map(min, counted, true)) / sum(map(max, counted, true))
         assert pooled >= 0.95, (direction, counted, true)
