@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Optional
 from zoneinfo import ZoneInfo
@@ -33,19 +34,16 @@ class ReceiverConfig(BaseModel):
 COLOURS = {"green": "green", "yellow": "yellow", "red": "red", "unknown": "magenta"}
 
 
-def _client(broker: BrokerConfig) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    broker.apply(client)
-    return client
-
-
 def _messages(broker: BrokerConfig, topics: list[str]) -> tuple[mqtt.Client, queue.Queue]:
     inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    client = _client(broker)
+    try:
+        client = broker.client(f"alerts-{uuid.uuid4().hex[:8]}")
+    except (ValueError, OSError) as exc:  # a password or certificate file that cannot be read
+        raise click.ClickException(f"broker settings: {exc}") from None
     client.on_message = lambda _c, _u, message: inbox.put(message)
     client.on_connect = lambda c, _u, _f, reason, _p: c.subscribe([(t, contract.QOS) for t in topics])
     try:
-        client.connect(broker.host, broker.port, keepalive=broker.keepalive_s)
+        broker.connect(client, wait=True)
     except OSError as exc:
         raise click.ClickException(f"cannot reach the broker at {broker.host}:{broker.port}: {exc}") from None
     client.loop_start()

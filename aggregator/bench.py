@@ -1,9 +1,10 @@
 """``lanewatch aggregator bench``: how fast the aggregator drains a backlog, beside a bare subscriber.
 
-The same backlog (hundreds of devices' count windows and heartbeats, QoS 1) is queued on a private
-Mosquitto for a persistent session while its consumer is stopped. Then, in the same run:
-- a bare paho-mqtt subscriber (receive and acknowledge, nothing else) drains it: the physical limit
-  of this client library on this machine;
+The same backlog (hundreds of devices' count windows and heartbeats, QoS 1, each device logged in as
+itself) is queued on a private Mosquitto running the generated site configuration (TLS, logins, ACLs)
+for a persistent session while its consumer is stopped. Then, in the same run:
+- a bare paho-mqtt subscriber (receive and acknowledge, nothing else, over the same TLS login) drains
+  it: the physical limit of this client library on this machine;
 - the aggregator (``lanewatch aggregator run`` as its own process) drains it into a private
   InfluxDB; its time ends when InfluxDB holds every window and heartbeat.
 Both clock from their CONNACK to their last message, measured here, so process start-up is not
@@ -29,7 +30,9 @@ from typing import Any, Callable, Optional
 import yaml
 
 from aggregator import traffic
-from lanewatch import contract
+from lanewatch import EXAMPLE_SITE, contract
+from lanewatch.brokerconfig import AGGREGATOR
+from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site import load_site
 from lanewatch.site.model import Site
@@ -37,16 +40,22 @@ from lanewatch.site.model import Site
 BARE_GROUP = "bench-bare"
 
 
+def login_of(broker: Mosquitto, user: str = AGGREGATOR) -> dict[str, Any]:
+    """The ``broker:`` section of an aggregator (or another user's) YAML for this broker."""
+    return broker.login(user).model_dump(mode="json", exclude_none=True)
+
+
 @contextlib.contextmanager
 def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto, InfluxDB]]:
-    """A private Mosquitto and InfluxDB, and `lanewatch aggregator run` on them (example site),
-    subscribed before this yields them (messages published earlier would go nowhere)."""
-    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
+    """A private Mosquitto (the example site's generated configuration) and InfluxDB, and `lanewatch
+    aggregator run` on them, subscribed before this yields them (messages published earlier would go nowhere)."""
+    broker_server = Mosquitto.for_site(load_site(EXAMPLE_SITE), folder / "mosquitto")
+    with broker_server as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
         assert isinstance(database, InfluxDB)
         config = folder / "aggregator.yaml"
         config.write_text(yaml.safe_dump({
-            "state_dir": str(folder / "state"), "broker": {"host": broker.host, "port": broker.port},
+            "state_dir": str(folder / "state"), "broker": login_of(broker),
             "influxdb": {"url": database.url}, **settings,
         }))  # fmt: skip
         log = folder / "aggregator.log"
@@ -128,26 +137,26 @@ def _watch(process: subprocess.Popen, marker: str, seen: threading.Event, log: l
             seen.set()
 
 
-def create_session(broker: Mosquitto, client_id: str, group: str, site: str) -> None:
-    """Subscribe once and leave, so that the broker queues the backlog for this session."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 3600
-    client.connect(broker.host, broker.port, clean_start=False, properties=properties)
+def create_session(broker: Mosquitto, instance: str, group: str, site: str) -> None:
+    """Subscribe once as the aggregator ``instance`` and leave, so that the broker queues the backlog for
+    this session."""
+    login = broker.login(AGGREGATOR)
+    client = login.client(instance)
+    granted = threading.Event()
+    client.on_subscribe = lambda *_args: granted.set()
+    login.connect(client, session_expiry_s=3600, wait=True)
     client.loop_start()
-    info = client.subscribe(f"$share/{group}/lanewatch/v1/{site}/devices/#", qos=1)
-    deadline = time.monotonic() + 10
-    while info[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)  # the SUBACK
+    client.subscribe(f"$share/{group}/lanewatch/v1/{site}/devices/#", qos=1)
+    if not granted.wait(30):
+        raise RuntimeError(f"the broker did not answer the subscription of {instance}")
     client.disconnect()
     client.loop_stop()
 
 
 def _queue(broker: Mosquitto, backlog: list[traffic.Message]) -> None:
-    publisher = traffic.Publisher(broker.host, broker.port, "bench-load")
+    """Every device publishes its part of the backlog, in order, logged in as itself (a few hundred at once)."""
+    backlog = sorted(backlog, key=lambda message: traffic.sender_of(message[0]))  # stable: each device in order
+    publisher = traffic.Publisher(broker.login)
     try:
         publisher.send(backlog)
     finally:
@@ -178,8 +187,7 @@ def bare_drain(broker: Mosquitto, site: str, backlog: list[traffic.Message], ins
                 "-m",
                 "aggregator.bench",
                 "bare",
-                broker.host,
-                str(broker.port),
+                broker.login(AGGREGATOR).model_dump_json(),
                 client_id,
                 str(receive_max),
             ],
@@ -239,7 +247,7 @@ def aggregator_drain(
             "share_group": "bench-aggregator" if role != ["rollup"] else "bench-rollup",
             "roles": role,
             "state_dir": str(folder / f"aggregator-{i}"),
-            "broker": {"host": broker.host, "port": broker.port},
+            "broker": login_of(broker),
             "influxdb": {"url": database.url, "database": db},
             "status_s": 0.1,
         }
@@ -283,12 +291,11 @@ class StatusWatch:
     """The latest retained status of every aggregator instance."""
 
     def __init__(self, broker: Mosquitto, site: str) -> None:
-        import paho.mqtt.client as mqtt
-
+        login = broker.login(AGGREGATOR)
         self._latest: dict[str, int] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = login.client(f"status-watch-{os.getpid()}")
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
+        login.connect(self.client, wait=True)
         self.client.subscribe(contract.subscription("status", site=site), qos=1)
         self.client.loop_start()
 
@@ -317,7 +324,8 @@ def run_bench(
     count_windows = sum(1 for topic, _ in backlog if "/counts/" in topic)
     heartbeats = len(backlog) - count_windows
     say(f"backlog: {len(backlog)} messages ({count_windows} count windows, {heartbeats} heartbeats), {devices} devices")
-    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
+    say("generating the broker configuration (TLS, one login per device) ...")
+    with Mosquitto.for_site(site, folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
         assert isinstance(database, InfluxDB)
         say(f"bare paho subscriber x{instances} draining ...")
@@ -338,23 +346,18 @@ def run_bench(
     }
 
 
-def _bare_subscriber(host: str, port: int, client_id: str, receive_max: int) -> None:
+def _bare_subscriber(login: BrokerConfig, name: str, receive_max: int) -> None:
     """Receive and acknowledge, nothing else; print progress lines for the bench to read."""
-    import paho.mqtt.client as mqtt
-
     received = 0
 
-    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+    def on_message(_c: object, _u: object, _m: object) -> None:
         nonlocal received
         received += 1
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = login.client(name)
     client.on_message = on_message
     client.on_connect = lambda *_a: print("connected", flush=True)
-    properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 3600
-    properties.ReceiveMaximum = receive_max
-    client.connect(host, port, clean_start=False, properties=properties)
+    login.connect(client, session_expiry_s=3600, receive_maximum=receive_max, wait=True)
     client.loop_start()
     last = 0
     while True:
@@ -365,4 +368,4 @@ def _bare_subscriber(host: str, port: int, client_id: str, receive_max: int) -> 
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["bare"]:
-    _bare_subscriber(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    _bare_subscriber(BrokerConfig.model_validate_json(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -26,30 +26,32 @@ from aggregator.forecast import Score, score
 from aggregator.realtraffic import Traffic, messages
 from aggregator.traffic import Publisher, devices
 from lanewatch import contract
+from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site.model import Site
+
+CONTROL_ROOM = "control-room"  # the example site's control room, which may read everything
 
 
 def replay(
     site: Site,
     traffic: Traffic,
-    host: str,
-    port: int,
+    login: Callable[[str], BrokerConfig],
     instance: str = "aggregator-1",
     progress: Optional[Callable[[str], None]] = None,
     settle_s: float = 5.0,
 ) -> list[contract.DiversionNotice]:
-    """Publish the traffic as the site's devices would and return every zone notice the aggregator sent."""
-    import paho.mqtt.client as mqtt
-
+    """Publish the traffic as the site's devices would (each logged in as itself, ``login(user)`` giving
+    the broker settings) and return every zone notice the aggregator sent, as the control room got them."""
     say = progress or (lambda _text: None)
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    desk = login(CONTROL_ROOM)
+    listener = desk.client(f"replay-{instance}")
     listener.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))
-    listener.connect(host, port)
+    desk.connect(listener, wait=True)
     status_topic = contract.KINDS["status"].template.format(site=site.site.id, instance=instance)
     listener.subscribe([(contract.subscription("zone_notice", site=site.site.id), 1), (status_topic, 1)])
     listener.loop_start()
-    publisher = Publisher(host, port, client_id="lanewatch-replay")
+    publisher = Publisher(login)
     notices: list[contract.DiversionNotice] = []
     stored = 0
 
@@ -74,10 +76,13 @@ def replay(
 
     try:
         sent, day, fleet = 0, 24 * 60, devices(site)
-        for first in range(0, traffic.minutes, day):
-            sent += publisher.send(messages(traffic, fleet, range(first, min(traffic.minutes, first + day))))
-            say(f"day {first // day + 1}: {sent:,} messages published, {len(notices)} notices so far")
-            drain(0.0)
+        for minute in range(traffic.minutes):
+            # Each device is a client of its own, so only a minute's acknowledgements keep the minutes in
+            # order at the aggregator, as they are live (where a minute takes a minute).
+            sent += publisher.send(messages(traffic, fleet, range(minute, minute + 1)))
+            if (minute + 1) % day == 0 or minute + 1 == traffic.minutes:
+                say(f"day {minute // day + 1}: {sent:,} messages published, {len(notices)} notices so far")
+                drain(0.0)
         deadline = time.monotonic() + 600
         while stored < sent and time.monotonic() < deadline:
             drain(0.5)

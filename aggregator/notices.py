@@ -18,6 +18,14 @@ from aggregator.levels import Change
 from lanewatch import contract
 from lanewatch.site.model import Site
 
+#: The contract's bound on a density (persons/m²), far beyond any crowd that can stand.
+MAX_DENSITY = 100.0
+
+
+def persons(count: int) -> int:
+    """A count as the contract can carry it (0 to 2^53 - 1), whatever the counters made of it."""
+    return min(max(count, 0), contract.MAX_TOTAL)
+
 
 def level_state(site: Site, change: Change) -> contract.LevelState:
     state = change.state
@@ -26,9 +34,9 @@ def level_state(site: Site, change: Change) -> contract.LevelState:
         site=site.site.id,
         zone=change.zone,
         level=change.level,  # type: ignore[arg-type]
-        occupancy=state.occupancy if known else None,
+        occupancy=persons(state.occupancy) if known else None,
         capacity=state.capacity,
-        density=round(state.density, 4) if known and state.density is not None else None,
+        density=min(round(state.density, 4), MAX_DENSITY) if known and state.density is not None else None,
         coverage=round(change.coverage, 4),
         since=change.time,
         time=change.time,
@@ -80,7 +88,7 @@ def notice(
         zone=zone.id,
         level=change.level,  # type: ignore[arg-type]
         previous_level=change.previous,  # type: ignore[arg-type]
-        occupancy=change.state.occupancy if known else None,
+        occupancy=persons(change.state.occupancy) if known else None,
         capacity=change.state.capacity,
         trend=change.trend,  # type: ignore[arg-type]
         time=change.time,
@@ -112,7 +120,7 @@ def predicted(
         zone=zone.id,
         level=level,  # type: ignore[arg-type]
         previous_level=level,  # type: ignore[arg-type]
-        occupancy=warning.occupancy,
+        occupancy=persons(warning.occupancy),
         capacity=warning.capacity,
         trend="rising",
         time=warning.time,
@@ -126,7 +134,7 @@ def predicted(
 
 
 #: Problems a technician must fix that do not stop the device counting (its zones keep their level).
-COUNTING = ("disk_full", "clock_off")
+COUNTING = ("disk_full", "clock_off", "bad_data")
 PROBLEM_TEXT = {
     "offline": ("离线", "is offline"),
     "silent": ("无数据", "has sent nothing for too long"),
@@ -136,18 +144,24 @@ PROBLEM_TEXT = {
         "时钟偏差过大，中心正在校正其计数时间",
         "has a clock far off: the centre re-times its counts; fix its NTP",
     ),
+    "bad_data": ("发送的数据不合规，已被中心拒收", "sends data the centre rejects"),
     "recovered": ("已恢复", "counts again"),
 }
 
 
-def fault(site: Site, device_id: str, problem: str, since: datetime, when: datetime) -> contract.DeviceFault:
-    """The technicians' notice for one device; ``zones`` are those that go unknown without it."""
+def fault(
+    site: Site, device_id: str, problem: str, since: datetime, when: datetime, why: str = ""
+) -> contract.DeviceFault:
+    """The technicians' notice for one device; ``zones`` are those that go unknown without it; ``why``:
+    the reason of a rejection (``bad_data``), as the dead letter says it."""
     device = next(d for d in site.devices if d.id == device_id)
     entrance = next(e for e in site.entrances if e.id == device.entrance)
     zones = [z.id for z in site.zones if any(e.id == entrance.id for e, _s in site.boundary_entrances(z.id))]
     if problem in COUNTING:
         zones = []  # it still counts: no zone goes unknown
     zh, en = PROBLEM_TEXT[problem]
+    if why:
+        en += f" ({why[:200]})"
     action_zh, action_en = ("", "") if problem == "recovered" else ("，请检修", ": please check it")
     return contract.DeviceFault(
         site=site.site.id,

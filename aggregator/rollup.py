@@ -2,7 +2,16 @@
 
 Each counting line contributes its net flow (in - out) since the aggregator first saw it. A count
 window moves the line's contribution to its new cumulative totals, so a duplicate, a replay or an
-older window changes nothing, and a lost window is made up by the next one. Each entrance adds its
+older window changes nothing, and a lost window is made up by the next one.
+
+Devices are not trusted with their totals: a window whose totals moved further than the entrance can
+pass people in the time since the line's last window (by the data's clock or, when a device's clock
+stepped back and its windows were too old to apply meanwhile, by this one's) or moved back is refused whole
+(``ImplausibleTotalsError``) and changes nothing. After a reboot (a new boot id) such totals are a new
+counter (a replaced device, lost state): only the window's own counts are taken. Within one boot, when
+the next window agrees with the refused one, the counter really moved on: it is followed from there,
+again taking only that window's own counts. Either way no single message can move a zone by more than
+one window's (validated) counts. Each entrance adds its
 lines' contributions to every zone it is a boundary of (``Site.boundary_entrances``: +1 where ``in``
 enters the zone, -1 where it leaves it), which makes a parent's occupancy the sum of its children's.
 
@@ -17,13 +26,16 @@ data ends; messages not yet stored are redelivered by the broker and applied aga
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
 from aggregator import points
+from aggregator.config import ValidationConfig
+from aggregator.validation import FLOW_SLACK, InvalidMessageError, max_flow
 from lanewatch import contract
 from lanewatch.site.model import Site
 
@@ -39,6 +51,10 @@ class LineState:
     net: int  # people in minus out across this line since it was first seen
 
 
+class ImplausibleTotalsError(InvalidMessageError):
+    """A window whose cumulative totals cannot be true; the text says why, for the dead letter."""
+
+
 @dataclass(frozen=True)
 class ZoneState:
     zone: str
@@ -51,9 +67,16 @@ class ZoneState:
 
 
 class RollUp:
-    def __init__(self, site: Site) -> None:
+    def __init__(
+        self, site: Site, validation: Optional[ValidationConfig] = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.site = site
         self.site_id = site.site.id
+        limits = validation or ValidationConfig()
+        self._flow = {e.id: max_flow(limits, e) for e in site.entrances}  # people/s each entrance can pass
+        self._suspects: dict[tuple[str, str], LineState] = {}  # the last refused totals of each line
+        self._clock = clock
+        self._applied_at: dict[tuple[str, str], float] = {}  # when (this clock) each line last moved
         self.effects: dict[str, list[tuple[str, int]]] = {e.id: [] for e in site.entrances}
         for zone in site.zones:
             for entrance, sign in site.boundary_entrances(zone.id):
@@ -108,19 +131,18 @@ class RollUp:
     # --- applying count windows ------------------------------------------------------------------
 
     def apply(self, window: contract.CountWindow, entrance_id: str) -> bool:
-        """Move the line to this window's totals; False when the window is not newer than what is known."""
-        self._maybe_close(window.window_end)
+        """Move the line to this window's totals; False when the window is not newer than what is known.
+
+        ImplausibleTotalsError, with nothing changed, when its totals cannot be true."""
         key = (window.device, window.line)
         old = self.lines.get(key)
-        if old is None:  # first sight: the line counts from this window on
-            net = window.in_ - window.out
-        elif window.window_end <= old.time:
+        stale = old is not None and window.window_end <= old.time
+        net = None if stale else self._net(key, old, window, entrance_id)
+        self._maybe_close(window.window_end)
+        if net is None:
             return False
-        elif window.total_in >= old.total_in and window.total_out >= old.total_out:
-            net = old.net + (window.total_in - old.total_in) - (window.total_out - old.total_out)
-        else:  # totals went back: a replaced device or lost device state; count only this window
-            net = old.net + window.in_ - window.out
         self.lines[key] = LineState(window.boot_id, window.window_end, window.total_in, window.total_out, net)
+        self._applied_at[key] = self._clock()
         self._dirty_lines.add(key)
         delta = net - (old.net if old else 0)
         for zone_id, sign in self.effects[entrance_id]:
@@ -133,6 +155,39 @@ class RollUp:
             if occupancy < 0:
                 self._correct(zone_id, "clamp", -occupancy, window.window_end)
         return True
+
+    def _net(self, key: tuple[str, str], old: Optional[LineState], window: contract.CountWindow, entrance: str) -> int:
+        """The line's net flow after ``window``; raises ImplausibleTotalsError when its totals cannot be true."""
+        own = window.in_ - window.out
+        if old is None:  # first sight: the line counts from this window on
+            return own
+        moved = self._moved(old, window, entrance, self._clock() - self._applied_at.get(key, self._clock()))
+        if moved is None:
+            self._suspects.pop(key, None)
+            return old.net + (window.total_in - old.total_in) - (window.total_out - old.total_out)
+        suspect = self._suspects.pop(key, None)
+        if window.boot_id != old.boot_id:  # a new counter: only this window's own counts
+            return old.net + own
+        if suspect is not None and window.window_end > suspect.time and self._moved(suspect, window, entrance) is None:
+            return old.net + own  # the counter moved on and stays there: followed from here
+        self._suspects[key] = LineState(window.boot_id, window.window_end, window.total_in, window.total_out, old.net)
+        raise ImplausibleTotalsError(f"line {window.line}: {moved}; not counted (check the counter)")
+
+    def _moved(
+        self, since: LineState, window: contract.CountWindow, entrance: str, waited: float = 0.0
+    ) -> Optional[str]:
+        """None when the totals moved as far as people can walk through ``entrance`` since ``since`` (by the
+        windows' times, or the ``waited`` seconds here); else what is wrong with them."""
+        moved_in, moved_out = window.total_in - since.total_in, window.total_out - since.total_out
+        seconds = max((window.window_end - since.time).total_seconds(),
+                      (window.window_end - window.window_start).total_seconds(), waited)  # fmt: skip
+        if moved_in < 0 or moved_out < 0:
+            return f"the totals went back ({moved_in:+d} in, {moved_out:+d} out) within one boot"
+        most = self._flow[entrance] * seconds + FLOW_SLACK
+        if moved_in + moved_out > most:
+            return (f"the totals moved by {moved_in:+d} in, {moved_out:+d} out in {seconds:g} s, more than the "
+                    f"{most:.0f} people entrance {entrance} can pass in that time")  # fmt: skip
+        return None
 
     def _touch(self, zone_id: str, when: datetime) -> None:
         current = self.zone_time[zone_id]

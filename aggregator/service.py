@@ -36,15 +36,16 @@ class Aggregator:
     def __init__(self, site: Site, config: AggregatorConfig) -> None:
         self.site, self.config = site, config
         self.filter = f"$share/{config.share_group}/{contract.TOPIC_ROOT}/{site.site.id}/devices/#"
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=config.instance, protocol=mqtt.MQTTv5, manual_ack=True
-        )
-        config.broker.apply(self.client)
+        self.client = config.broker.client(config.instance, manual_ack=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
+        self._answers = threading.Lock()  # never held across a paho call: paho answers under its own locks
+        self._published: dict[int, str] = {}  # message id -> topic, until the broker answers
+        self._early: dict[int, Any] = {}  # message id -> the broker's answer, when it came before the id was noted
         self._lock = threading.Lock()  # the open chunk, the pending chunks, the connection generation
         self._items: list[tuple[str, bytes, bool]] = []
         self._mids: list[int] = []
@@ -81,12 +82,8 @@ class Aggregator:
                 self._closing = True
                 self._finish(worker, replies)
                 return
-        properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        properties.ReceiveMaximum = self.config.in_flight
         broker = self.config.broker
-        self.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=False,
-                                  properties=properties)  # fmt: skip
+        broker.connect(self.client, session_expiry_s=SESSION_EXPIRY_S, receive_maximum=self.config.in_flight)
         self.client.loop_start()
         try:
             while not self._stop.is_set():
@@ -134,6 +131,21 @@ class Aggregator:
                       "config", self.filter, refused[0])  # fmt: skip
         else:
             log.info("subscription granted: receiving device messages")
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _props: Any) -> None:
+        """The broker's answer to a level, notice, fault or status: a refusal must not go unnoticed."""
+        with self._answers:
+            topic = self._published.pop(mid, None)
+            if topic is None:
+                self._early[mid] = reason
+                return
+        self._answered(topic, reason)
+
+    @staticmethod
+    def _answered(topic: str, reason: Any) -> None:
+        if reason.is_failure:
+            log.error("the broker refused the message on %s (%s): check the aggregator's ACL in the broker config",
+                      topic, reason)  # fmt: skip
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
@@ -197,6 +209,12 @@ class Aggregator:
             elif reply[0] == "publish":
                 _kind, topic, payload, retain = reply
                 info = self.client.publish(topic, payload, qos=contract.QOS, retain=retain)
+                with self._answers:  # message ids are 16 bits: both maps stay small
+                    early = self._early.pop(info.mid, None)
+                    if early is None:
+                        self._published[info.mid] = topic
+                if early is not None:
+                    self._answered(topic, early)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # queued while reconnecting
                     log.warning("could not publish on %s (%s)", topic, mqtt.error_string(info.rc))
             elif reply[0] == "ready":

@@ -13,6 +13,11 @@ and then reports its chunks as stored. A crash anywhere before that leaves the m
 unacknowledged: the broker redelivers them, and writing them again is harmless (a window's point is
 keyed by its device, line and time; the roll-up moves lines to cumulative totals).
 
+Every device is untrusted: a message that breaks the contract, or a window whose totals cannot be true
+(``aggregator.rollup``), is not stored but dead-lettered with the reason, and the technicians get a
+``bad_data`` fault for its device. Whatever one message holds, it cannot stop this process: a failure
+while handling it is a dead letter too. A point the database refuses is set aside alone, not with its batch.
+
 Levels, notices and early warnings are evaluated on the data's own clock: live, at every batch cut;
 in a backlog or a replay, whenever the data's time moves on by ``levels.step_s`` (and when the stream
 pauses), so that the levels follow the data's timeline step by step however fast it is caught up.
@@ -25,6 +30,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
@@ -69,20 +75,37 @@ class Counters:
 
 
 class Dedup:
-    """(device, boot id, seq) already taken in this run: a low-water mark plus the seqs above it."""
+    """(device, boot id, seq) already taken in this run: per device, its latest boots, each a low-water mark
+    plus the seqs above it.
+
+    Bounded whatever a device sends: one that keeps inventing boot ids or skipping seqs only makes this
+    forget its own oldest ones. The worst that can do is take an old window again, which changes no total
+    (a window's point is keyed by its time; the roll-up follows totals, not windows).
+    """
+
+    BOOTS = 8  # per device
+    ABOVE = 10_000  # seqs held above the low-water mark, per boot
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
+        self._seen: dict[str, OrderedDict[str, tuple[int, set[int]]]] = {}
 
     def seen(self, device: str, boot_id: str, seq: int) -> bool:
-        mark, above = self._seen.get((device, boot_id), (-1, set()))
+        boots = self._seen.setdefault(device, OrderedDict())
+        mark, above = boots.get(boot_id, (-1, set()))
+        boots[boot_id] = (mark, above)
+        boots.move_to_end(boot_id)
+        while len(boots) > self.BOOTS:
+            boots.popitem(last=False)
         if seq <= mark or seq in above:
             return True
         above.add(seq)
         while mark + 1 in above:  # seqs are consecutive per boot: the set stays small
             mark += 1
             above.discard(mark)
-        self._seen[(device, boot_id)] = (mark, above)
+        if len(above) > self.ABOVE:  # a device skipping seqs: forget the lower half of what it skipped
+            cut = sorted(above)[len(above) // 2]
+            mark, above = cut, {s for s in above if s > cut}
+        boots[boot_id] = (mark, above)
         return False
 
 
@@ -101,7 +124,7 @@ class Store:
         self.reply = reply
         self.validator = Validator(site, config.validation)
         self.store = "store" in config.roles
-        self.rollup = RollUp(site) if "rollup" in config.roles else None
+        self.rollup = RollUp(site, config.validation) if "rollup" in config.roles else None
         self.db = Database(config.influxdb)
         self.spool = Spool(config.state_dir / "spool.db")
         self.dedup = Dedup()
@@ -109,6 +132,7 @@ class Store:
         self.started = datetime.now(timezone.utc)
         self.started_monotonic = time.monotonic()
         self.devices = [d.id for d in site.devices]
+        self.devices_of_id = frozenset(self.devices)
         self.zones_of = {e.id: e.zone or "" for e in site.entrances}
         self.status_topic = contract.KINDS["status"].template.format(site=self.site_id, instance=config.instance)
         self.deadletter_topic = contract.KINDS["deadletter"].template.format(
@@ -129,6 +153,7 @@ class Store:
         self.faults: dict[str, tuple[str, datetime]] = {}  # device -> (problem, since), as last reported
         self.camera_failed: set[str] = set()
         self.disk_full: set[str] = set()
+        self.rejected_at: dict[str, tuple[float, str]] = {}  # device -> (monotonic time, why) of its latest rejection
         self._open = _Open()
         self._batches: queue.Queue[Optional[Batch]] = queue.Queue(maxsize=4)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -223,35 +248,44 @@ class Store:
         for topic, payload, live in messages:
             self.counters.processed += 1
             try:
-                accepted = self.validator.check(topic, payload, now, live)
+                self._take_one(topic, payload, live, now, batch)
             except InvalidMessageError as exc:
                 self._reject(topic, payload, str(exc), now)
-                continue
-            body = accepted.message
-            entrance = accepted.entrance.id
-            self._saw(body)
-            if isinstance(body, contract.CountWindow):
-                if self.dedup.seen(body.device, body.boot_id, body.seq):
-                    self.counters.deduplicated += 1
-                    continue
-                if self.store:
-                    batch.lines.append(points.count(body, entrance, self.zones_of[entrance]))
-                if self.rollup is not None:
-                    self._step_levels(body.window_end)
-                    self.rollup.apply(body, entrance)
-                    self._data_time = max(self._data_time or body.window_end, body.window_end)
-                if batch.latest is None or body.window_end > batch.latest:
-                    batch.latest = body.window_end
-            elif self.store and isinstance(body, contract.Heartbeat):
-                batch.lines.append(points.heartbeat(body, entrance))
-            elif self.store and isinstance(body, contract.Availability):
-                batch.lines.append(points.availability(body, entrance, now))
+            except Exception as exc:  # whatever a message holds, it must not stop the aggregator
+                log.exception("failed to handle a message on %s", topic[:200])
+                self._reject(topic, payload, f"the aggregator failed on it ({type(exc).__name__}: {exc})", now)
         batch.chunks.append(chunk_id)
         batch.messages += len(messages)
+
+    def _take_one(self, topic: str, payload: bytes, live: bool, now: datetime, batch: _Open) -> None:
+        """Validate, deduplicate, roll up and store one message; InvalidMessageError when it must not count."""
+        accepted = self.validator.check(topic, payload, now, live)
+        body = accepted.message
+        entrance = accepted.entrance.id
+        self._saw(body)
+        if isinstance(body, contract.CountWindow):
+            if self.dedup.seen(body.device, body.boot_id, body.seq):
+                self.counters.deduplicated += 1
+                return
+            if self.rollup is not None:
+                self._step_levels(body.window_end)
+                self.rollup.apply(body, entrance)  # ImplausibleTotalsError: nothing applied, nothing stored
+                self._data_time = max(self._data_time or body.window_end, body.window_end)
+            if self.store:
+                batch.lines.append(points.count(body, entrance, self.zones_of[entrance]))
+            if batch.latest is None or body.window_end > batch.latest:
+                batch.latest = body.window_end
+        elif self.store and isinstance(body, contract.Heartbeat):
+            batch.lines.append(points.heartbeat(body, entrance))
+        elif self.store and isinstance(body, contract.Availability):
+            batch.lines.append(points.availability(body, entrance, now))
 
     def _reject(self, topic: str, payload: bytes, reason: str, now: datetime) -> None:
         self.counters.rejected += 1
         log.warning("rejected %s: %s", topic[:200], reason)
+        parts = topic.split("/")
+        if len(parts) > 4 and parts[2] == self.site_id and parts[3] == "devices" and parts[4] in self.devices_of_id:
+            self.rejected_at[parts[4]] = (time.monotonic(), reason)  # the ACL lets a device write only there
         letter = contract.DeadLetter(
             site=self.site_id,
             time=now,
@@ -259,7 +293,7 @@ class Store:
             topic=topic[:1024],
             reason=reason[: contract.MAX_TEXT],
             payload_b64=base64.b64encode(payload[: 12 * 1024]).decode("ascii"),
-            payload_bytes=len(payload),
+            payload_bytes=min(len(payload), contract.MAX_MQTT_PAYLOAD),
         )
         self.reply(("publish", self.deadletter_topic, contract.encode(letter), False))
 
@@ -279,6 +313,7 @@ class Store:
         now = time.monotonic()
         problems = dict.fromkeys(self.validator.clocks.off(), "clock_off")
         problems.update(dict.fromkeys(self.disk_full, "disk_full"))
+        problems.update({d: "bad_data" for d, (when, _why) in self.rejected_at.items() if now - when < timeout})
         problems.update(
             {d: "silent" for d in self.devices if now - self.last_seen.get(d, self.started_monotonic) > timeout}
         )
@@ -300,7 +335,8 @@ class Store:
                 del self.faults[device]
             else:
                 self.faults[device] = (problem, since)
-            fault = notices.fault(self.site, device, problem, since, when)
+            why = self.rejected_at[device][1] if problem == "bad_data" else ""
+            fault = notices.fault(self.site, device, problem, since, when, why)
             self.reply(("publish", contract.topic_for(fault), contract.encode(fault), True))
             log.warning("device %s: %s", device, problem)
 
@@ -432,11 +468,8 @@ class Store:
             delay = 0.2
             while True:
                 try:
-                    self.db.write(lines)
+                    self._write(lines)
                     self._database_ok()
-                    return
-                except PointsRefusedError as exc:
-                    self._set_aside(lines, exc)
                     return
                 except RefusedError as exc:
                     self._database_failed("refused", exc)
@@ -456,9 +489,7 @@ class Store:
             if batch is None:
                 return
             try:
-                self.db.write(batch.lines)
-            except PointsRefusedError as exc:
-                self._set_aside(batch.lines, exc)
+                self._write(batch.lines)
             except (RefusedError, UnavailableError) as exc:
                 self._database_failed("refused" if isinstance(exc, RefusedError) else "unreachable", exc)
                 if until_empty:
@@ -469,8 +500,21 @@ class Store:
             if not self.spool.points:
                 log.info("spool drained: every kept point is in InfluxDB")
 
+    def _write(self, lines: list[str]) -> None:
+        """Into the database; points it will never take are found by halving and set aside one by one,
+        while the rest of the batch is stored (writing a point twice changes nothing)."""
+        try:
+            self.db.write(lines)
+        except PointsRefusedError as exc:
+            if len(lines) == 1:
+                self._set_aside(lines, exc)
+                return
+            half = len(lines) // 2
+            self._write(lines[:half])
+            self._write(lines[half:])
+
     def _set_aside(self, lines: list[str], exc: DatabaseError) -> None:
-        log.error("%s; %d points kept in %s (table refused)", exc, len(lines), self.spool.path)
+        log.error("%s; the point is kept in %s (table refused): %s", exc, self.spool.path, lines[0][:300])
         self.spool.keep_refused(lines, str(exc))
 
     def _database_ok(self) -> None:

@@ -1,23 +1,23 @@
 """Device traffic for tests, benchmarks and replays: what real devices publish, generated.
 
 Each simulated device behaves like ``edge_agent``: a boot id, a sequence number across its lines,
-cumulative totals, a window every ``window_s`` and a heartbeat every few windows. ``Publisher``
-sends such messages at QoS 1 and returns only when the broker acknowledged every one (paho refuses a
-publish past 65,535 unacknowledged messages, so the number in flight is kept well below that and
-every return code is checked).
+cumulative totals, a window every ``window_s`` and a heartbeat every few windows. ``Publisher`` sends
+such messages at QoS 1, each device logged in as itself, and returns only when the broker took every one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from lanewatch import contract
+from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site.model import Site
 
 Message = tuple[str, bytes]
@@ -91,46 +91,110 @@ def stream(
                 yield contract.topic_for(beat), contract.encode(beat)
 
 
-class Publisher:
-    """A QoS 1 publisher that waits for every PUBACK (one MQTT client, like a gateway or a replay tool)."""
+class PublishRefusedError(RuntimeError):
+    """The broker did not take a message (an MQTT 5 reason code of 0x80 or more, or no acknowledgement)."""
 
-    def __init__(self, host: str, port: int, client_id: str = "", max_in_flight: int = 2000) -> None:
+
+#: Who logs in to publish a message, from its topic: a device's own login for its topics, else the aggregator.
+def sender_of(topic: str) -> str:
+    parts = topic.split("/")
+    return parts[4] if len(parts) > 4 and parts[3] == "devices" else "aggregator"
+
+
+class Publisher:
+    """QoS 1 publishing that waits for every acknowledgement and checks it, as the site's devices publish:
+    one MQTT client per sender, logged in as that device (``login(user)`` gives its broker settings), so
+    the broker's ACLs and identity rules apply as they do in the field.
+
+    paho refuses a publish past 65,535 unacknowledged messages, so the number in flight is kept well
+    below that and every return code is checked. paho waits on its sockets with select(), which takes
+    no more than 1,024 descriptors: at most ``max_clients`` are connected at once, the one used least
+    recently leaving (once the broker took all it sent) when another is needed. Messages grouped by
+    sender make that rare.
+    """
+
+    def __init__(self, login: Callable[[str], BrokerConfig], max_in_flight: int = 2000, max_clients: int = 200) -> None:
         import paho.mqtt.client as mqtt
 
         self._mqtt = mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.max_inflight_messages_set(max_in_flight)
-        self.client.connect(host, port, keepalive=30)
-        self.client.loop_start()
+        self.login = login
+        self.max_in_flight = max_in_flight
+        self.max_clients = max_clients
+        self.clients: dict[str, Any] = {}  # least recently used first
+        self._answers: dict[str, dict[int, Any]] = {}  # sender -> message id -> the broker's reason code
+
+    def client(self, user: str) -> Any:
+        """The connected client of ``user`` (made on first use)."""
+        if user in self.clients:
+            self.clients[user] = self.clients.pop(user)
+            return self.clients[user]
+        broker = self.login(user)
+        client = broker.client(user)
+        client.max_inflight_messages_set(self.max_in_flight)
+        answers: dict[int, Any] = {}
+        client.on_publish = lambda _c, _u, mid, reason, _p: answers.__setitem__(mid, reason)
+        broker.connect(client, wait=True)
+        client.loop_start()
         deadline = time.monotonic() + 10
-        while not self.client.is_connected():
+        while not client.is_connected():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no connection to the broker at {host}:{port}")
+                client.loop_stop()
+                raise RuntimeError(f"{user} could not connect to the broker at {broker.where}")
             time.sleep(0.01)
+        self.clients[user], self._answers[user] = client, answers
+        return client
 
-    def send(self, messages: Iterable[Message], timeout: float = 120.0) -> int:
-        """Publish every message and wait for all acknowledgements; the number sent."""
-        pending = []
-        sent = 0
+    def send(
+        self,
+        messages: Iterable[Message],
+        timeout: float = 120.0,
+        refused: Optional[list[tuple[str, str]]] = None,
+        sender: Callable[[str], str] = sender_of,
+    ) -> int:
+        """Publish every message and wait for all acknowledgements; the number the broker took.
+
+        A message the broker refuses raises PublishRefusedError, unless ``refused`` is given: then
+        (topic, reason) is appended there for each.
+        """
+        pending: dict[str, list[tuple[str, Any]]] = {}
+        waiting = taken = 0
         for topic, payload in messages:
-            info = self.client.publish(topic, payload, qos=contract.QOS)
+            user = sender(topic)
+            if user not in self.clients and len(self.clients) >= self.max_clients:
+                gone = next(iter(self.clients))
+                taken += self._wait(gone, pending.pop(gone, []), timeout, refused)
+                self._close(gone)
+            info = self.client(user).publish(topic, payload, qos=contract.QOS)
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-                raise RuntimeError(f"publish refused: {self._mqtt.error_string(info.rc)}")
-            pending.append(info)
-            sent += 1
-            if len(pending) >= 20_000:  # far below paho's 65,535 unacknowledged messages
-                self._wait(pending, timeout)
-                pending = []
-        self._wait(pending, timeout)
-        return sent
+                raise PublishRefusedError(f"publish refused by paho: {self._mqtt.error_string(info.rc)}")
+            pending.setdefault(user, []).append((topic, info))
+            waiting += 1
+            if waiting >= 20_000:  # far below paho's 65,535 unacknowledged messages
+                taken += sum(self._wait(u, sent, timeout, refused) for u, sent in pending.items())
+                pending, waiting = {}, 0
+        return taken + sum(self._wait(u, sent, timeout, refused) for u, sent in pending.items())
 
-    @staticmethod
-    def _wait(pending: list, timeout: float) -> None:
-        for info in pending:
-            info.wait_for_publish(timeout)
-            if not info.is_published():
-                raise RuntimeError("the broker did not acknowledge a message in time")
+    def _wait(self, user: str, sent: list[tuple[str, Any]], timeout: float, refused: Optional[list]) -> int:
+        taken = 0
+        for topic, info in sent:
+            with contextlib.suppress(RuntimeError):  # the connection dropped: paho says it is not connected
+                info.wait_for_publish(timeout)
+            reason = self._answers[user].pop(info.mid, None) if info.is_published() else None
+            if reason is not None and not reason.is_failure:
+                taken += 1
+                continue
+            why = str(reason) if reason is not None else "no acknowledgement"
+            if refused is None:
+                raise PublishRefusedError(f"the broker did not take the message on {topic}: {why}")
+            refused.append((topic, why))
+        return taken
+
+    def _close(self, user: str) -> None:
+        client = self.clients.pop(user)
+        self._answers.pop(user, None)
+        client.disconnect()
+        client.loop_stop()
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        for user in list(self.clients):
+            self._close(user)

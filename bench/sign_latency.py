@@ -1,7 +1,8 @@
 """How long a diversion notice takes from publication to the entrance sign's acknowledgement.
 
-Real parts: a private Mosquitto, the device's MQTT client (``Publisher``) subscribed to its
-entrance's notices, the sign driver, and a simulated sign on a pseudo-terminal at 9600 baud.
+Real parts: a private Mosquitto with the site's generated configuration (TLS, logins, ACLs), the
+device's MQTT client (``Publisher``, logged in as the device) subscribed to its entrance's notices, the
+sign driver, and a simulated sign on a pseudo-terminal at 9600 baud.
 
     .venv/bin/python bench/sign_latency.py [--notices 50] [--json]
 """
@@ -16,14 +17,13 @@ import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from edge_agent.config import SignConfig
 from edge_agent.outbox import Outbox
-from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.publisher import Publisher
 from edge_agent.sign import SignDriver, SimulatedSign
-from lanewatch import contract
+from lanewatch import EXAMPLE_SITE, contract
 from lanewatch.services import Mosquitto
+from lanewatch.site import load_site
 
 SITE, ENTRANCE = "sanfang-qixiang", "wenru-west"
 
@@ -34,16 +34,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-bench-"))
-    with Mosquitto(folder / "broker") as broker:
+    with Mosquitto.for_site(load_site(EXAMPLE_SITE), folder / "broker") as broker:
+        assert isinstance(broker, Mosquitto)
         sign = SimulatedSign()
         driver = SignDriver(SignConfig(id="sign-wenru-west", port=sign.port))
-        device = Publisher(Outbox(folder / "outbox.db"), BrokerSettings(port=broker.port), SITE, "cam-wenru-west",
+        device = Publisher(Outbox(folder / "outbox.db"), broker.login("cam-wenru-west"), SITE, "cam-wenru-west",
                            uuid.uuid4().hex)  # fmt: skip
         topic = contract.KINDS["entrance_notice"].template.format(site=SITE, entrance=ENTRANCE)
         device.subscribe(topic, driver.notice)
         device.start()
-        sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        sender.connect(broker.host, broker.port)
+        aggregator = broker.login("aggregator")
+        sender = aggregator.client("sign-latency")
+        aggregator.connect(sender, wait=True)
         sender.loop_start()
         while not device.connected:
             time.sleep(0.05)

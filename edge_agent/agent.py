@@ -24,7 +24,7 @@ from edge_agent.counting import CountingLine, RegionOfInterest
 from edge_agent.detector import Detector
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import Pipeline
-from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.publisher import Publisher
 from edge_agent.serial_counter import SerialCounter
 from edge_agent.sign import SignDriver
 from edge_agent.sources import FrameSource, LiveSource, open_source
@@ -47,16 +47,7 @@ class Agent:
         self.totals = {name: {d: int(state.get(f"total.{name}.{d}", "0")) for d in ("in", "out")} for name in names}
         self._commit_lock = threading.Lock()  # the camera and a cross-check counter commit from two threads
         self.seq = 0
-        broker = config.broker
-        self.publisher = Publisher(
-            self.outbox,
-            BrokerSettings(
-                host=broker.host, port=broker.port, keepalive=broker.keepalive_s, username=broker.username,
-                password=broker.password(), ca_file=_str(broker.ca_file), cert_file=_str(broker.cert_file),
-                key_file=_str(broker.key_file), protocol=broker.protocol,
-            ),
-            config.site, config.device, self.boot_id,
-        )  # fmt: skip
+        self.publisher = Publisher(self.outbox, config.broker, config.site, config.device, self.boot_id)
         self.detector = (
             Detector(str(config.model), num_threads=config.threads, model_format=config.model_format)
             if config.model is not None
@@ -234,10 +225,6 @@ class Agent:
             self._last_beat = (frames, invoke, now)
         if connecting or self.publisher.connected:
             self.publisher.publish_live(contract.topic_for(beat), contract.encode(beat))
-
-
-def _str(path: Optional[Path]) -> Optional[str]:
-    return str(path) if path is not None else None
 
 
 def _cpu_temperature() -> Optional[float]:

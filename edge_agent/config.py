@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lanewatch import contract
 from lanewatch.ids import Id
 from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site.model import CountingLine as LineSpec
@@ -68,8 +69,8 @@ class AgentConfig(_Section):
     anchor: Literal["foot", "center"] = "foot"
     lines: list[LineSpec] = Field(min_length=1)
     roi: Optional[list[tuple[Fraction, Fraction]]] = Field(default=None, min_length=3)
-    window_s: float = Field(default=5.0, gt=0, le=3600)
-    heartbeat_s: float = Field(default=30.0, gt=0, le=3600)
+    window_s: float = Field(default=contract.DEFAULT_WINDOW_S, gt=0, le=3600)
+    heartbeat_s: float = Field(default=contract.DEFAULT_HEARTBEAT_S, gt=0, le=3600)
     state_dir: Path = Field(description="where the outbox and the persisted totals live")
     outbox: OutboxConfig = OutboxConfig()
     broker: BrokerConfig = BrokerConfig()

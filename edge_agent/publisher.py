@@ -1,10 +1,14 @@
-"""Send the outbox to the broker: MQTT QoS 1, removed from the outbox only on the broker's PUBACK.
+"""Send the outbox to the broker: MQTT QoS 1, removed from the outbox only when the broker took it.
 
-paho-mqtt 2.x runs the connection (MQTT v5, automatic reconnect); one sender thread takes messages
-from the outbox (backlog and live interleaved, see ``Outbox.schedule``), keeps at most
+paho-mqtt 2.x runs the connection (MQTT v5 or 3.1.1, automatic reconnect); one sender thread takes
+messages from the outbox (backlog and live interleaved, see ``Outbox.schedule``), keeps at most
 ``max_in_flight`` unacknowledged, and checks every publish's return code (paho refuses a publish past
 65,535 in flight, and says so only there). Acknowledgements arrive on paho's thread and are handed to
 the sender through a queue, so no lock is ever held across a paho call.
+
+A PUBACK is a delivery only when its MQTT 5 reason code says success: one of 0x80 or more (not
+authorised, quota exceeded, payload too large ...) means the broker did not take the message. It stays
+in the outbox, the log says why, and it is offered again after a pause that doubles up to a minute.
 
 A message whose PUBACK was lost is published again after a reconnect or a restart: receivers
 deduplicate on (device, boot id, sequence number), so at-least-once is safe.
@@ -16,6 +20,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -25,32 +30,29 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.outbox import Outbox
 from lanewatch import contract
+from lanewatch.mqttconfig import BrokerConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BrokerSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    keepalive: int = 30
-    username: Optional[str] = None
-    password: Optional[str] = None
-    ca_file: Optional[str] = None  # TLS when set
-    cert_file: Optional[str] = None
-    key_file: Optional[str] = None
+class Sending:
+    """How the device sends: unacknowledged messages at most, reconnect backoff, session kept at the broker."""
+
     max_in_flight: int = 100
     min_backoff: float = 1.0
     max_backoff: float = 60.0
-    protocol: str = "5"  # or "3.1.1" for an older broker
     session_expiry_s: int = 86_400  # the broker keeps this device's notices while it is away
+    refused_pause_s: float = 5.0  # a message the broker refused is offered again after this, doubling to a minute
 
 
 class Publisher:
     """Connects as one device, announces it online (the Last Will says offline) and drains the outbox."""
 
-    def __init__(self, outbox: Outbox, settings: BrokerSettings, site: str, device: str, boot_id: str) -> None:
-        self.outbox, self.settings = outbox, settings
+    def __init__(
+        self, outbox: Outbox, broker: BrokerConfig, site: str, device: str, boot_id: str, sending: Sending = Sending()
+    ) -> None:
+        self.outbox, self.broker, self.sending = outbox, broker, sending
         self.availability_topic = contract.topic_for(
             contract.Availability(site=site, device=device, state="online", boot_id=boot_id)
         )
@@ -58,31 +60,24 @@ class Publisher:
         self._offline = contract.encode(
             contract.Availability(site=site, device=device, state="offline", boot_id=boot_id)
         )
-        self.v5 = settings.protocol == "5"
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=device,
-            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else False,  # 3.1.1: a persistent session
-        )
-        self.client.will_set(self.availability_topic, self._offline, qos=contract.QOS, retain=True)
-        if settings.username:
-            self.client.username_pw_set(settings.username, settings.password)
-        if settings.ca_file:
-            self.client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+        self.v5 = broker.v5
+        self.client = broker.client(device, persistent=True, will=(self.availability_topic, self._offline, True))
         # Backoff doubles up to the maximum; the random start spreads a whole site's devices apart
         # when the broker comes back, instead of all reconnecting in the same second.
-        first = settings.min_backoff * random.uniform(1.0, 2.0)
-        self.client.reconnect_delay_set(min_delay=max(1, round(first)), max_delay=int(settings.max_backoff))
+        first = sending.min_backoff * random.uniform(1.0, 2.0)
+        self.client.reconnect_delay_set(min_delay=max(1, round(first)), max_delay=int(sending.max_backoff))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.on_connected: Optional[Callable[[], None]] = None  # called on each connection, before the outbox
-        self._acks: queue.Queue[int] = queue.Queue()
+        self._acks: queue.Queue[tuple[int, Any]] = queue.Queue()  # (message id, reason code)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._in_flight: dict[int, int] = {}  # paho message id -> outbox id; sender thread only
+        self._held: dict[int, float] = {}  # outbox id -> monotonic time it may be offered again; sender thread only
+        self._pause = sending.refused_pause_s
+        self.refused = 0  # messages the broker refused (each time), since start
         self._live_from = 0
         self._subscriptions: list[str] = []
         self._sender = threading.Thread(target=self._send, name="mqtt-sender", daemon=True)
@@ -90,13 +85,8 @@ class Publisher:
     # --- public -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.v5:  # a persistent session: subscriptions and queued notices survive a disconnect
-            session = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-            session.SessionExpiryInterval = self.settings.session_expiry_s
-            self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
-                                      clean_start=False, properties=session)  # fmt: skip
-        else:
-            self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        # A persistent session: subscriptions and queued notices survive a disconnect.
+        self.broker.connect(self.client, session_expiry_s=self.sending.session_expiry_s)
         self.client.loop_start()
         self._sender.start()
 
@@ -140,7 +130,7 @@ class Publisher:
         if reason.is_failure:
             log.error("the broker refused the connection: %s", reason)
             return
-        log.info("connected to %s:%d", self.settings.host, self.settings.port)
+        log.info("connected to %s:%d", self.broker.host, self.broker.port)
         client.publish(self.availability_topic, self._online, qos=contract.QOS, retain=True)
         for topic in self._subscriptions:
             client.subscribe(topic, qos=contract.QOS)
@@ -163,8 +153,8 @@ class Publisher:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
         self._connected.clear()
 
-    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
-        self._acks.put(mid)
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
+        self._acks.put((mid, reason))
         self._wake.set()
 
     # --- the sender thread ------------------------------------------------------------------------------
@@ -182,10 +172,13 @@ class Publisher:
                 self._live_from = self.outbox.last_id() + 1
                 self._in_flight.clear()  # unacknowledged before the drop: send again (receivers dedupe)
                 was_connected = True
-            room = self.settings.max_in_flight - len(self._in_flight)
+            room = self.sending.max_in_flight - len(self._in_flight)
             if room <= 0:
                 continue
-            for entry in self.outbox.schedule(self._live_from, self._in_flight.values(), limit=room):
+            now = time.monotonic()
+            self._held = {entry: until for entry, until in self._held.items() if until > now}
+            busy = [*self._in_flight.values(), *self._held]
+            for entry in self.outbox.schedule(self._live_from, busy, limit=room):
                 info = self.client.publish(entry.topic, entry.payload, qos=contract.QOS)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     log.warning("publish refused (%s); it stays in the outbox", mqtt.error_string(info.rc))
@@ -194,14 +187,26 @@ class Publisher:
             self._take_acks()
 
     def _take_acks(self) -> None:
-        acked = []
+        acked, refused = [], []
         while True:
             try:
-                mid = self._acks.get_nowait()
+                mid, reason = self._acks.get_nowait()
             except queue.Empty:
                 break
             entry = self._in_flight.pop(mid, None)
-            if entry is not None:
+            if entry is None:
+                continue
+            if reason.is_failure:  # MQTT 5: the broker did not take it
+                refused.append((entry, reason))
+            else:
                 acked.append(entry)
+                self._pause = self.sending.refused_pause_s
         if acked:
             self.outbox.remove(acked)
+        if refused:
+            self.refused += len(refused)
+            until = time.monotonic() + self._pause
+            self._held.update((entry, until) for entry, _reason in refused)
+            log.error("the broker refused %d message(s) (%s); they stay in the outbox and are offered again in "
+                      "%.0f s", len(refused), refused[0][1], self._pause)  # fmt: skip
+            self._pause = min(self._pause * 2, 60.0)

@@ -124,23 +124,16 @@ def _storage(config: AgentConfig) -> Check:
 
 
 def _broker(config: AgentConfig, timeout: float) -> Check:
-    import paho.mqtt.client as mqtt
-
+    """Log in as the agent does (its protocol, TLS, password and certificate), as ``<device>:selftest``."""
     broker = config.broker
-    where = f"{broker.host}:{broker.port}"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.device}-selftest", protocol=mqtt.MQTTv5)
+    where = f"{broker.host}:{broker.port} (MQTT {broker.protocol})"
     try:
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password())
-        if broker.ca_file:
-            client.tls_set(
-                ca_certs=str(broker.ca_file), certfile=_text(broker.cert_file), keyfile=_text(broker.key_file)
-            )
+        client = broker.client("selftest")
     except (ValueError, OSError) as exc:
         return Check("broker", "fail", str(exc), "check the broker section: password and certificate files")
     answer: dict[str, object] = {}
 
-    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
         answer.setdefault("reason", reason)
 
     def on_disconnect(*_: object) -> None:
@@ -149,7 +142,7 @@ def _broker(config: AgentConfig, timeout: float) -> Check:
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     try:
-        client.connect(broker.host, broker.port, keepalive=10)
+        broker.connect(client, wait=True)
     except OSError as exc:
         return Check("broker", "fail", f"{where}: {exc}", "check broker.host/port, the network, and the firewall")
     client.loop_start()
@@ -209,7 +202,3 @@ def _sign(config: AgentConfig) -> Check:
         f"{sign.id} did not answer on {sign.port}",
         "check the cable, the sign's power and sign.baudrate",
     )
-
-
-def _text(path: object) -> Optional[str]:
-    return str(path) if path is not None else None

@@ -128,18 +128,35 @@ def site_device_config(
 @click.option("--port", type=int, default=8883, show_default=True)
 @click.option("--bind", default="0.0.0.0", show_default=True, help="address the broker listens on")
 @click.option("--tls-host", "tls_hosts", multiple=True, help="name or address clients use to reach the broker")
-def site_broker_config(file: Path, folder: Path, port: int, bind: str, tls_hosts: tuple[str, ...]) -> None:
-    """Generate the broker's users, ACLs and TLS certificates for the site FILE into FOLDER.
+@click.option(
+    "--outage-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="the longest aggregator outage the broker must hold every device message through",
+)
+def site_broker_config(
+    file: Path, folder: Path, port: int, bind: str, tls_hosts: tuple[str, ...], outage_hours: float
+) -> None:
+    """Generate the broker's users, ACLs, TLS certificates and limits for the site FILE into FOLDER.
 
     One user per device (publishes only under its own topics, reads only its entrance's notices),
-    the aggregator, and every person (reads only their grids). Include FOLDER/lanewatch.conf from
-    Mosquitto's conf.d. Hand each device its secrets/<id>.password and tls/clients/<id>.*; never
+    the aggregator, and every person (reads only their grids); client ids and certificates bound to
+    their users (a plugin built here: needs gcc, mosquitto-dev and libssl-dev); QoS 2 and oversized
+    packets refused; the aggregator's queue sized for --outage-hours. Include FOLDER/lanewatch.conf
+    from Mosquitto's conf.d. Hand each device its secrets/<id>.password and tls/clients/<id>.*; never
     commit FOLDER. Existing passwords and keys are kept.
     """
     from lanewatch.brokerconfig import generate
+    from lanewatch.services import ServiceError
 
-    files = generate(_load_or_exit(file), folder, port=port, host=bind, tls_hosts=tls_hosts)
+    site = _load_or_exit(file)
+    try:
+        files = generate(site, folder, port=port, host=bind, tls_hosts=tls_hosts, outage_hours=outage_hours)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {files.config} ({len(files.users)} users; ACL {files.acl}; passwords {files.passwords})")
+    click.echo(files.budget.describe())
 
 
 def _load_or_exit(path: Path) -> Site:

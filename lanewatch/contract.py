@@ -9,7 +9,9 @@ Rules that make delivery safe to repeat:
   message replayed, duplicated or delivered out of order can be recognised and never changes a total;
 - payloads are closed: an unknown field is an error, so nothing else (an image, a box, a track
   position) can ride along with the counts;
-- every payload is compact UTF-8 JSON of at most ``MAX_PAYLOAD_BYTES``.
+- every payload is compact UTF-8 JSON of at most ``MAX_PAYLOAD_BYTES``;
+- every number is finite and bounded (no ``Infinity``, ``NaN`` or ``1e999``), and ``v`` is required:
+  nothing a device sends can overflow what is computed from it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ MAX_TOTAL = 9_007_199_254_740_991
 MAX_IN_VIEW = 1000
 MAX_TEXT = 500
 MAX_IDS = 64
+#: Longer than any device stays up, or any lag a status can report (ten years, in seconds).
+MAX_SECONDS = 10 * 366 * 86_400
+#: MQTT's own limit on a payload.
+MAX_MQTT_PAYLOAD = 268_435_455
+#: What devices do unless configured otherwise: a count window per line every 5 s, a heartbeat every 30 s.
+DEFAULT_WINDOW_S = 5.0
+DEFAULT_HEARTBEAT_S = 30.0
 
 #: A random 128-bit id in lowercase hex (``uuid.uuid4().hex``): boot ids and notice ids.
 Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
@@ -60,13 +69,26 @@ class ContractError(ValueError):
     """A payload or topic that breaks the contract; the message says which rule."""
 
 
+def _require_version(schema: dict) -> None:
+    """``v`` is required on the wire (``decode`` checks it), though models built in Python default it."""
+    schema["required"] = ["v", *[name for name in schema.get("required", []) if name != "v"]]
+
+
 class Message(BaseModel):
     """What every payload has: closed, strict, versioned, for one site."""
 
-    # strict: JSON types must match exactly ("5" is not 5); extra="forbid": closed payloads.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    # strict: JSON types must match exactly ("5" is not 5); extra="forbid": closed payloads;
+    # allow_inf_nan=False: Infinity, NaN and 1e999 are not numbers.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        populate_by_name=True,
+        allow_inf_nan=False,
+        json_schema_extra=_require_version,
+    )
 
-    v: Literal[1] = Field(default=1, description="protocol version")
+    v: Literal[1] = Field(default=1, description="protocol version (required)")
     site: Id = Field(description="site id from the inventory; must equal the id in the topic")
 
 
@@ -120,7 +142,7 @@ class Heartbeat(Message):
     device: Id
     boot_id: Hex128 = Field(description="new at every start of the agent")
     time: Timestamp
-    uptime_s: float = Field(ge=0)
+    uptime_s: float = Field(ge=0, le=MAX_SECONDS)
     fps: float = Field(ge=0, le=1000)
     inference_ms: Optional[float] = Field(ge=0, le=60_000)
     dropped_frames: int = Field(ge=0, le=MAX_TOTAL, description="frames skipped since boot because inference was busy")
@@ -202,9 +224,12 @@ class DeviceFault(Message):
     entrance: Id
     zones: list[Id] = Field(
         max_length=MAX_IDS,
-        description="zones whose level is unknown without it (none for disk_full and clock_off: it still counts)",
+        description="zones whose level is unknown without it "
+        "(none for disk_full, clock_off and bad_data: it still counts)",
     )
-    problem: Literal["offline", "silent", "camera_failed", "disk_full", "clock_off", "recovered"]
+    problem: Literal["offline", "silent", "camera_failed", "disk_full", "clock_off", "bad_data", "recovered"] = Field(
+        description="bad_data: the centre rejects what it sends (see the dead letters); it still counts otherwise"
+    )
     since: Timestamp
     time: Timestamp
     text: NoticeText
@@ -223,7 +248,7 @@ class AggregatorStatus(Message):
     deduplicated: int = Field(ge=0, le=MAX_TOTAL, description="count windows seen before (QoS 1 redeliveries, replays)")
     spooled: int = Field(ge=0, le=MAX_TOTAL, description="points waiting in the local spool for the database")
     lag_s: Optional[float] = Field(
-        ge=0, description="seconds from a window's end on the device to its storage here (latest)"
+        ge=0, le=MAX_SECONDS, description="seconds from a window's end on the device to its storage here (latest)"
     )
     database: Literal["ok", "unreachable", "refused"]
 
@@ -236,7 +261,7 @@ class DeadLetter(Message):
     topic: str = Field(max_length=1024)
     reason: str = Field(max_length=MAX_TEXT)
     payload_b64: str = Field(max_length=16_384, description="the payload (base64), cut to its first 12 KiB")
-    payload_bytes: int = Field(ge=0, description="the payload's full size")
+    payload_bytes: int = Field(ge=0, le=MAX_MQTT_PAYLOAD, description="the payload's full size")
 
 
 # --- topics ---------------------------------------------------------------------------------------
@@ -332,12 +357,15 @@ def decode(kind: str, payload: bytes) -> Message:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ContractError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     try:
-        return KINDS[kind].model.model_validate_json(payload)
+        message = KINDS[kind].model.model_validate_json(payload)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ContractError(f"{where}: {first['msg']}{more}") from None
+    if "v" not in message.model_fields_set:
+        raise ContractError(f"v: the protocol version is required (this is v{PROTOCOL_VERSION})")
+    return message
 
 
 def json_schemas() -> dict[str, dict]:

@@ -1,18 +1,25 @@
-"""The broker section of every LaneWatch configuration (device, aggregator, receivers).
+"""The broker section of every LaneWatch configuration (device, aggregator, receivers), and the one place
+where MQTT clients are made from it.
 
 Secrets never live in the YAML: the password comes from a file or an environment variable named here.
+A client's id always belongs to its login (``<username>`` or ``<username>:<name>``): the broker that
+``lanewatch site broker-config`` generates refuses any other, so that no login can take over another's
+session.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
+
+#: Between a login and the rest of a client id; ids (lanewatch.ids) never contain it.
+CLIENT_ID_SEPARATOR = ":"
 
 
 class BrokerConfig(BaseModel):
@@ -44,8 +51,43 @@ class BrokerConfig(BaseModel):
             return os.environ[self.password_env]
         return None
 
-    def apply(self, client: mqtt.Client) -> None:
-        """Credentials and TLS (with a client certificate when given) on a paho client."""
+    @property
+    def v5(self) -> bool:
+        return self.protocol == "5"
+
+    @property
+    def where(self) -> str:
+        return f"{'mqtts' if self.ca_file else 'mqtt'}://{self.host}:{self.port}"
+
+    def client_id(self, name: str) -> str:
+        """``name`` under this login: the username itself, or ``<username>:<name>``."""
+        if not self.username or name == self.username:
+            return name
+        return f"{self.username}{CLIENT_ID_SEPARATOR}{name}"
+
+    def client(
+        self,
+        name: str,
+        *,
+        persistent: bool = False,
+        manual_ack: bool = False,
+        will: Optional[tuple[str, bytes, bool]] = None,
+    ) -> mqtt.Client:
+        """A paho client for this login, not yet connected: protocol, client id, credentials, TLS and
+        Last Will (``(topic, payload, retain)``, QoS 1) applied. ``persistent``: the broker keeps the
+        session while the client is away (MQTT 3.1.1; for MQTT 5 see ``connect``)."""
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id(name),
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else not persistent,
+            manual_ack=manual_ack,
+        )
+        if will is not None:
+            topic, payload, retain = will
+            client.will_set(topic, payload, qos=1, retain=retain)
         if self.username:
             client.username_pw_set(self.username, self.password())
         if self.ca_file:
@@ -54,3 +96,30 @@ class BrokerConfig(BaseModel):
                 certfile=str(self.cert_file) if self.cert_file else None,
                 keyfile=str(self.key_file) if self.key_file else None,
             )
+        return client
+
+    def connect(
+        self,
+        client: mqtt.Client,
+        *,
+        session_expiry_s: int = 0,
+        receive_maximum: Optional[int] = None,
+        wait: bool = False,
+    ) -> None:
+        """Connect ``client`` (made by ``client()``) to this broker, in the background unless ``wait``.
+
+        MQTT 5: a session kept ``session_expiry_s`` after a disconnect (0: a clean session), and at most
+        ``receive_maximum`` unacknowledged messages sent to this client at once."""
+        import paho.mqtt.client as mqtt
+
+        properties = None
+        clean_start: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY  # clean at the first connect, not at reconnects
+        if self.v5:
+            properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+            if session_expiry_s:
+                properties.SessionExpiryInterval = session_expiry_s
+                clean_start = False
+            if receive_maximum is not None:
+                properties.ReceiveMaximum = receive_maximum
+        connect = client.connect if wait else client.connect_async
+        connect(self.host, self.port, keepalive=self.keepalive_s, clean_start=clean_start, properties=properties)

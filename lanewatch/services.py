@@ -1,4 +1,4 @@
-"""Run a private Mosquitto broker and InfluxDB server on loopback, for the tests and the local demo.
+"""Run a private Mosquitto broker and InfluxDB server on loopback, for the tests, the benchmarks and the local demo.
 
 Each server gets a free 127.0.0.1 port and its own state folder, is waited for until it answers,
 and is stopped by its PID (SIGTERM, then SIGKILL), so nothing is left behind and nothing clashes with
@@ -18,15 +18,24 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from lanewatch.brokerconfig import BrokerFiles
+    from lanewatch.mqttconfig import BrokerConfig
+    from lanewatch.site.model import Site
 
 log = logging.getLogger(__name__)
 
 #: Where Debian installs the servers; /usr/sbin is not on every user's PATH.
 SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
-APT_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb", "victoria-metrics": "victoria-metrics"}
+APT_PACKAGES = {
+    "mosquitto": "mosquitto",
+    "mosquitto_passwd": "mosquitto",
+    "influxd": "influxdb",
+    "victoria-metrics": "victoria-metrics",
+}
 
 
 class ServiceError(RuntimeError):
@@ -138,69 +147,61 @@ class _Server:
 
 
 class Mosquitto(_Server):
-    """A Mosquitto broker; ``extra_config`` lines are appended (listeners, TLS, ACLs come later)."""
+    """A Mosquitto broker running the configuration a site gets: Debian's stock ``mosquitto.conf`` (persistence,
+    a log file, ``include_dir``) with the ``lanewatch.conf`` that ``lanewatch site broker-config`` generated
+    (``lanewatch.brokerconfig``) in its ``conf.d``, and nothing friendlier: TLS, logins, ACLs, identities
+    bound, the queue and packet limits. Clients log in with ``login(user)``."""
 
     name = "mosquitto"
 
-    #: Mosquitto's default of 1000 queued QoS 1 messages per client drops messages for a slow
-    #: subscriber while the publisher still gets its PUBACK. LaneWatch never wants a silent drop,
-    #: so the queue is bounded by memory instead, on purpose.
-    MAX_QUEUED_MESSAGES = 1_000_000
-    MAX_QUEUED_BYTES = 512 * 1024 * 1024
-
-    def __init__(self, state_dir: Path, extra_config: Sequence[str] = (), secure: Optional[Path] = None) -> None:
-        """``secure``: a generated ``lanewatch.conf`` (TLS, passwords, ACLs) instead of an open listener."""
+    def __init__(self, state_dir: Path, files: BrokerFiles) -> None:
         super().__init__(state_dir)
-        self.extra_config = list(extra_config)
-        self.secure = secure
+        self.files = files
+        self.port = files.port
         self.config_path = self.state_dir / "mosquitto.conf"
-        if secure is not None:  # its listener line says the port
-            listener = next(line for line in secure.read_text().splitlines() if line.startswith("listener "))
-            self.port = int(listener.split()[1])
+
+    @classmethod
+    def for_site(cls, site: Site, state_dir: Path, outage_hours: float = 24.0) -> Mosquitto:
+        """A broker for ``site`` on a free loopback port, its configuration generated into ``state_dir``."""
+        from lanewatch.brokerconfig import generate
+
+        files = generate(site, Path(state_dir) / "broker-config", port=free_port(), host="127.0.0.1",
+                         outage_hours=outage_hours)  # fmt: skip
+        return cls(Path(state_dir) / "server", files)
+
+    def login(self, user: str) -> BrokerConfig:
+        """The ``broker:`` settings of a device, a person or the aggregator on this broker."""
+        return self.files.login(user, host=self.host)
 
     def command(self) -> list[str]:
         binary = find_binary("mosquitto")
         data_dir = self.state_dir / "data"
         data_dir.mkdir(exist_ok=True)
-        access = (
-            [line for line in self.secure.read_text().splitlines() if line and not line.startswith("#")]
-            if self.secure is not None
-            else [f"listener {self.port} {self.host}", "allow_anonymous true"]
-        )
         lines = [
-            *access,
+            "# As Debian's /etc/mosquitto/mosquitto.conf, with this server's own folders.",
             "persistence true",
             f"persistence_location {data_dir}/",
-            "autosave_interval 1",
-            f"max_queued_messages {self.MAX_QUEUED_MESSAGES}",
-            f"max_queued_bytes {self.MAX_QUEUED_BYTES}",
             f"log_dest file {self.log_path}",  # flushed line by line, unlike stdout into a file
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             # Started by root, Mosquitto would switch to user 'mosquitto', who cannot enter a
-            # private temp folder. This broker serves loopback only; a deployed broker runs from
-            # the generated config under systemd as 'mosquitto'.
+            # private temp folder. A deployed broker runs under systemd as 'mosquitto'.
             *(["user root"] if os.geteuid() == 0 else []),
-            *self.extra_config,
+            f"include_dir {self.files.folder}",
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
         return [binary, "-c", str(self.config_path)]
 
     def ready(self) -> bool:
-        if self.secure is not None:  # TLS with client certificates: an open port is what can be checked
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        return _mqtt_connack(self.host, self.port)
+        """TLS with client certificates: an open port is what can be checked without logging in."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"mqtts://{self.host}:{self.port}"
 
 
 class InfluxDB(_Server):
@@ -321,18 +322,3 @@ def _answers(url: str, status: int) -> bool:
             return bool(response.status == status)
     except (OSError, urllib.error.URLError):
         return False
-
-
-def _mqtt_connack(host: str, port: int) -> bool:
-    """True when an MQTT CONNECT is accepted: the broker is not just listening but serving."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lanewatch-ping-{os.getpid()}")
-    try:
-        client.connect(host, port, keepalive=5)
-        client.loop(timeout=1.0)
-        return bool(client.is_connected())
-    except OSError:
-        return False
-    finally:
-        client.disconnect()

@@ -11,14 +11,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
-import paho.mqtt.client as mqtt
 import yaml
 
 from aggregator import traffic
 from lanewatch import contract as c
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site.model import Site
-from tests.conftest import EXAMPLE_SITE, child_pids, wait_until
+from tests.conftest import EXAMPLE_SITE, child_pids, connected, login_section, wait_until
 
 
 class AggregatorProcess:
@@ -29,7 +28,7 @@ class AggregatorProcess:
         influxdb = {"url": influx.url, "database": database, "spool_after_s": 1.0, **settings.pop("influxdb", {})}
         self.config = {
             "state_dir": str(self.folder / "state"),
-            "broker": {"host": server.host, "port": server.port, "keepalive_s": 5},
+            "broker": login_section(server, "aggregator", keepalive_s=5),
             "influxdb": influxdb,
             "status_s": 0.5,
             **settings,
@@ -135,13 +134,11 @@ class Desk:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.seen: list[tuple[str, bytes]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda _c, _u, m: self.seen.append((m.topic, m.payload))
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(
-            [("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1), ("lanewatch/v1/sanfang-qixiang/faults/+", 1)]
-        )
-        self.client.loop_start()
+        self.client = connected(
+            broker, "control-room", "desk",
+            subscribe=["lanewatch/v1/sanfang-qixiang/zones/yijin/level", "lanewatch/v1/sanfang-qixiang/faults/+"],
+            on_message=lambda _c, _u, m: self.seen.append((m.topic, m.payload)),
+        )  # fmt: skip
 
     def level(self) -> str:
         states = [c.decode("level", p) for t, p in list(self.seen) if t.endswith("/level")]

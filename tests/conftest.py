@@ -1,5 +1,8 @@
 """Real servers for the tests: a private Mosquitto and InfluxDB on free loopback ports.
 
+The broker runs the configuration `lanewatch site broker-config` generates for the example site, as a
+site runs it: every client logs in as a device, a person or the aggregator (``connected``), over TLS.
+
 Without them a test skips with the reason, except under CI=true, where a missing server or a missing
 ``../shared/assets`` fails the run: CI must never pass by testing less.
 """
@@ -12,10 +15,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 import pytest
 
@@ -50,8 +53,9 @@ def _say(request: pytest.FixtureRequest, text: str) -> None:
 
 @pytest.fixture(scope="session")
 def mosquitto(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A real Mosquitto broker for the whole session."""
-    yield from _serve(request, Mosquitto(tmp_path_factory.mktemp("mosquitto")))
+    """A real Mosquitto for the whole session, with the configuration `lanewatch site broker-config`
+    generates for the example site (TLS, logins, ACLs, identities, limits): what a site runs."""
+    yield from _serve(request, _site_broker(tmp_path_factory.mktemp("mosquitto")))
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +80,18 @@ def fresh_influxdb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[I
 
 @pytest.fixture
 def fresh_mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker of this test's own, for tests that stop, kill or restart it."""
-    yield from _serve(request, Mosquitto(tmp_path / "mosquitto"))
+    """A broker of this test's own (the same generated configuration), for tests that stop, kill or
+    restart it, or need no other test's retained messages."""
+    yield from _serve(request, _site_broker(tmp_path / "mosquitto"))
+
+
+def _site_broker(folder: Path) -> Mosquitto:
+    from lanewatch.site import load_site
+
+    try:
+        return Mosquitto.for_site(load_site(EXAMPLE_SITE), folder)
+    except ServiceError as exc:  # mosquitto_passwd, a compiler or a header is missing
+        unavailable(str(exc))
 
 
 def _serve(request: pytest.FixtureRequest, server: Mosquitto | InfluxDB | VictoriaMetrics) -> Iterator:
@@ -118,13 +132,13 @@ def replayed_week(
     site = load_site(EXAMPLE_SITE)
     traffic = realtraffic.week(site)
     folder = tmp_path_factory.mktemp("replay")
-    servers = _serve(request, Mosquitto(folder / "mosquitto"))
+    servers = _serve(request, _site_broker(folder / "mosquitto"))
     broker = next(servers)
     process = AggregatorProcess(folder, broker, influxdb, "replayweek", instance="replay-week",
                                 validation={"max_age_h": 9 * 24})  # fmt: skip
     try:
         process.start().wait_connected()
-        notices = levelreplay.replay(site, traffic, broker.host, broker.port, instance="replay-week")
+        notices = levelreplay.replay(site, traffic, broker.login, instance="replay-week")
     finally:
         process.cleanup()
         servers.close()
@@ -149,29 +163,56 @@ def pets_footage() -> Path:
     return path
 
 
-@pytest.fixture
-def mqtt_client(mosquitto: Mosquitto) -> Iterator[Callable[..., object]]:
-    """Connected paho MQTT v5 clients on the session broker, disconnected after the test."""
-    import paho.mqtt.client as mqtt
+def connected(
+    broker: Mosquitto,
+    user: str,
+    name: str = "",
+    *,
+    subscribe: Sequence[str] = (),
+    on_message: Optional[Callable[..., None]] = None,
+    session_expiry_s: int = 0,
+    will: Optional[tuple[str, bytes, bool]] = None,
+    keepalive_s: int = 30,
+) -> mqtt.Client:
+    """A client logged in as ``user`` (client id ``user:name``, or ``user`` itself when ``name`` is empty),
+    connected, with its subscriptions granted before this returns."""
 
-    clients: list[mqtt.Client] = []
+    login = broker.login(user).model_copy(update={"keepalive_s": keepalive_s})
+    client = login.client(name or user, will=will)
+    answered, granted = threading.Event(), threading.Event()
+    answer: dict[str, Any] = {}
 
-    def connect(client_id: str = "", clean_start: bool = True, **kwargs: object) -> mqtt.Client:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-            **kwargs,
-        )
-        client.connect(mosquitto.host, mosquitto.port, keepalive=30, clean_start=clean_start)
-        client.loop_start()
-        clients.append(client)
-        return client
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        answer["connack"] = reason
+        answered.set()
 
-    yield connect
+    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, reasons: list, _p: object) -> None:
+        answer["suback"] = reasons
+        granted.set()
+
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    if on_message is not None:
+        client.on_message = on_message
+    login.connect(client, session_expiry_s=session_expiry_s, wait=True)
+    client.loop_start()
+    assert answered.wait(15), f"no CONNACK for {user}"
+    assert not answer["connack"].is_failure, f"{user} refused: {answer['connack']}"
+    if subscribe:
+        client.subscribe([(topic, 1) for topic in subscribe])
+        assert granted.wait(15), f"no SUBACK for {user}"
+        assert not any(r.is_failure for r in answer["suback"]), f"{user} may not subscribe: {answer['suback']}"
+    return client
+
+
+def close(*clients: mqtt.Client) -> None:
     for client in clients:
         client.disconnect()
         client.loop_stop()
+
+
+def login_section(broker: Mosquitto, user: str, **overrides: object) -> dict[str, Any]:
+    """The ``broker:`` section of ``user``'s YAML for this broker."""
+    return {**broker.login(user).model_dump(mode="json", exclude_none=True), **overrides}
 
 
 def run_cli(*args: str) -> click.testing.Result:
@@ -213,69 +254,21 @@ def wait_until(condition: Callable[[], object], seconds: float = 30.0) -> bool:
     return False
 
 
-@dataclass
-class SecureBroker:
-    """A Mosquitto with the broker configuration generated from the example site (TLS, ACLs)."""
-
-    server: Mosquitto
-    files: object  # lanewatch.brokerconfig.BrokerFiles
-
-    def credentials(self, user: str) -> dict[str, str]:
-        """The ``broker:`` settings of a device or person, as an agent's config would hold them."""
-        ca, cert, key = self.files.tls(user)  # type: ignore[attr-defined]
-        return {"host": self.server.host, "port": self.server.port, "username": user,
-                "password_file": str(self.files.folder / "secrets" / f"{user}.password"),  # type: ignore[attr-defined]
-                "ca_file": str(ca), "cert_file": str(cert), "key_file": str(key)}  # fmt: skip
-
-    def client(self, user: str, **kwargs: object) -> mqtt.Client:
-        """A paho MQTT v5 client logged in as ``user`` over TLS (not yet connected)."""
-        import paho.mqtt.client as mqtt
-
-        settings = self.credentials(user)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}",
-                             protocol=mqtt.MQTTv5, **kwargs)  # fmt: skip
-        client.username_pw_set(user, Path(settings["password_file"]).read_text().strip())
-        client.tls_set(ca_certs=settings["ca_file"], certfile=settings["cert_file"], keyfile=settings["key_file"])
-        return client
-
-
-@pytest.fixture
-def secure_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecureBroker]:
-    """A broker of this test's own, secured by `lanewatch site broker-config` for the example site."""
-    from lanewatch.brokerconfig import generate
-    from lanewatch.services import free_port
-    from lanewatch.site import load_site
-
-    try:
-        files = generate(load_site(EXAMPLE_SITE), tmp_path / "broker-config", port=free_port(), host="127.0.0.1")
-    except ServiceError as exc:
-        unavailable(str(exc))
-    for server in _serve(request, Mosquitto(tmp_path / "secure-mosquitto", secure=files.config)):
-        yield SecureBroker(server, files)
-
-
 class Listener:
     """Everything the device publishes, as the control room receives it (its own login, over TLS)."""
 
-    def __init__(self, broker: SecureBroker) -> None:
+    def __init__(self, broker: Mosquitto) -> None:
         self.counts: list[dict] = []
         self.heartbeats: list[dict] = []
         self.availability: list[str] = []
         self._lock = threading.Lock()
-        self.client = broker.client("control-room")
         filters = [
             contract.subscription(kind, site="sanfang-qixiang") for kind in ("count", "heartbeat", "availability")
         ]
-        self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
-        self.client.on_message = self._on_message
+        # A session the broker keeps for an hour: what arrives while the listener reconnects waits for it.
+        self.client = connected(broker, "control-room", f"listener-{uuid.uuid4().hex[:6]}", subscribe=filters,
+                                on_message=self._on_message, session_expiry_s=3600)  # fmt: skip
         self.client.reconnect_delay_set(1, 2)
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600  # the broker keeps what arrives while we reconnect
-        self.client.connect(broker.server.host, broker.server.port, clean_start=False, properties=session)
-        self.client.loop_start()
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         kind = contract.parse_topic(msg.topic).kind
@@ -300,8 +293,8 @@ class Listener:
 
 
 @pytest.fixture
-def listener(secure_broker: SecureBroker) -> Iterator[Listener]:
-    rx = Listener(secure_broker)
+def listener(fresh_mosquitto: Mosquitto) -> Iterator[Listener]:
+    rx = Listener(fresh_mosquitto)
     yield rx
     rx.close()
 

@@ -11,21 +11,22 @@ import pytest
 import yaml
 
 from lanewatch import contract
-from tests.conftest import Listener, SecureBroker, wait_until
+from lanewatch.services import Mosquitto
+from tests.conftest import Listener, connected, login_section, wait_until
 from tests.test_contract import schema_for
 
 SITE, DEVICE = "sanfang-qixiang", "cam-wenru-west"
 LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
 
 
-def write_config(tmp_path: Path, broker: SecureBroker, assets: Path, realtime: bool, source: str = "") -> Path:
+def write_config(tmp_path: Path, broker: Mosquitto, assets: Path, realtime: bool, source: str = "") -> Path:
     config = {
         "site": SITE, "device": DEVICE, "entrance": "wenru-west",
         "source": source or str(assets / "videos" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"), "realtime": realtime,
         "model": str(assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
         "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
         "window_s": 1.0, "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"),
-        "broker": {**broker.credentials(DEVICE), "keepalive_s": 5},
+        "broker": login_section(broker, DEVICE, keepalive_s=5),
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -43,9 +44,9 @@ def run_agent(config: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_recording_becomes_count_windows_heartbeats_and_availability(
-    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    result = run_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=False))
+    result = run_agent(write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False))
     assert result.returncode == 0, result.stderr
     assert wait_until(lambda: len(listener.windows()) >= 8)
     windows = listener.windows()
@@ -62,9 +63,9 @@ def test_a_recording_becomes_count_windows_heartbeats_and_availability(
 
 
 def test_totals_continue_after_a_restart(
-    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=False)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=False)
     assert run_agent(config).returncode == 0
     assert run_agent(config).returncode == 0
     assert wait_until(lambda: len(listener.windows()) >= 16)
@@ -76,9 +77,9 @@ def test_totals_continue_after_a_restart(
 
 
 def test_kill_9_mid_stream_loses_no_window_and_totals_continue(
-    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
     agent = start_agent(config)
     try:
         assert wait_until(lambda: len(listener.windows()) >= 3, seconds=120)
@@ -130,19 +131,17 @@ def test_a_broken_device_config_is_reported_line_by_line(tmp_path: Path) -> None
 
 
 def test_a_notice_for_the_entrance_reaches_its_sign(
-    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
     from edge_agent.sign import SimulatedSign
     from tests.samples import samples
 
     sign = SimulatedSign()
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
     settings = yaml.safe_load(config.read_text())
     settings["sign"] = {"id": "sign-wenru-west", "port": sign.port, "template_zh": "{level_zh}：{text}"}
     config.write_text(yaml.safe_dump(settings, allow_unicode=True))
-    aggregator = secure_broker.client("aggregator")
-    aggregator.connect(secure_broker.server.host, secure_broker.server.port)
-    aggregator.loop_start()
+    aggregator = connected(fresh_mosquitto, "aggregator", "test")
     agent = start_agent(config)
     try:
         assert wait_until(lambda: "online" in listener.availability, seconds=60)
@@ -169,7 +168,7 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
 
 
 def test_systemd_hears_ready_and_the_watchdog(
-    secure_broker: SecureBroker, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import socket
 
@@ -179,7 +178,7 @@ def test_systemd_hears_ready_and_the_watchdog(
     server.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(address))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
     agent = start_agent(config)
     said: list[str] = []
     try:

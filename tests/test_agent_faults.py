@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent.outbox import Outbox
+from lanewatch.services import Mosquitto
 from tests.cameras import MjpegCamera
-from tests.conftest import Listener, SecureBroker, fill, wait_until
+from tests.conftest import Listener, fill, wait_until
 from tests.test_agent import start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
@@ -70,19 +71,19 @@ def camera() -> Iterator[MjpegCamera]:
 
 
 def test_broker_gone_for_minutes_every_window_arrives_once(
-    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
 ) -> None:
     """One window a second keeps being counted while the broker is down; after it returns every
     window arrives, once by (device, boot, seq), the backlog in order."""
-    agent = start_agent(write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url))
+    agent = start_agent(write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True, source=camera.url))
     try:
         assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
-        secure_broker.server.stop()
+        fresh_mosquitto.stop()
         outage_started = time.monotonic()
         while time.monotonic() - outage_started < OUTAGE_S:
             assert agent.poll() is None, "the agent must keep running while the broker is away"
             time.sleep(1)
-        secure_broker.server.start()
+        fresh_mosquitto.start()
         made_offline = OUTAGE_S - 5  # windows the agent closed while the broker was gone, at least
         assert wait_until(lambda: len(listener.windows()) >= 5 + made_offline, seconds=180)
     finally:
@@ -103,14 +104,14 @@ def test_broker_gone_for_minutes_every_window_arrives_once(
 
 
 def test_a_link_cut_and_restored_loses_and_doubles_nothing(
-    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
 ) -> None:
     """The network between the device and the broker stops passing bytes (no FIN, no RST) for half a
     minute, then comes back: the agent notices the dead link by its keepalive, keeps counting into
     its outbox, reconnects when it can, and every window arrives; the totals add up exactly."""
-    proxy = FreezableProxy(secure_broker.server.port)
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url)
-    config.write_text(config.read_text().replace(f"port: {secure_broker.server.port}", f"port: {proxy.port}"))
+    proxy = FreezableProxy(fresh_mosquitto.port)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True, source=camera.url)
+    config.write_text(config.read_text().replace(f"port: {fresh_mosquitto.port}", f"port: {proxy.port}"))
     agent = start_agent(config)
     try:
         assert wait_until(lambda: len(listener.windows()) >= 5, seconds=60)
@@ -139,15 +140,15 @@ def _complete(windows: list[dict]) -> bool:
 
 
 def test_the_last_will_marks_a_silent_device_offline(
-    secure_broker: SecureBroker, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, camera: MjpegCamera, shared_assets: Path, tmp_path: Path
 ) -> None:
     """The network to the device is cut without a word: the broker notices the keepalive lapse and
     publishes the device's Last Will. Mosquitto 2.0 allows 1.5 keepalive intervals and checks its
     clients every few seconds (up to ~5 s late), so the bound here is 1.5 x 5 s + 5 s, with 2 s for
     the Will's delivery to the listener."""
-    proxy = FreezableProxy(secure_broker.server.port)
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True, source=camera.url)
-    config.write_text(config.read_text().replace(f"port: {secure_broker.server.port}", f"port: {proxy.port}"))
+    proxy = FreezableProxy(fresh_mosquitto.port)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True, source=camera.url)
+    config.write_text(config.read_text().replace(f"port: {fresh_mosquitto.port}", f"port: {proxy.port}"))
     agent = start_agent(config)
     try:
         assert wait_until(lambda: listener.availability[-1:] == ["online"], seconds=60)
@@ -155,7 +156,7 @@ def test_the_last_will_marks_a_silent_device_offline(
         cut = time.monotonic()
         assert wait_until(lambda: listener.availability[-1:] == ["offline"], seconds=1.5 * 5 + 5 + 2), (
             listener.availability,
-            secure_broker.server.log_tail(15),
+            fresh_mosquitto.log_tail(15),
         )
         print(f"offline {time.monotonic() - cut:.1f} s after the cut (keepalive 5 s)")
     finally:
@@ -165,14 +166,14 @@ def test_the_last_will_marks_a_silent_device_offline(
 
 
 def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of_windows(
-    secure_broker: SecureBroker, listener: Listener, shared_assets: Path, small_disk: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, small_disk: Path, tmp_path: Path
 ) -> None:
     """The device's disk fills up while the broker is away: the agent keeps counting, holds what the disk
     cannot take in memory (at most ``max_unstored`` messages, the oldest dropped beyond), says so in its
     heartbeat (storage full, the drops counted), sends what it kept when the broker is back, and stores
     again once space is freed. A dropped window loses its own breakdown, not its people: the cumulative
     totals of the next window carry them."""
-    config = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
     text = config.read_text().replace(str(tmp_path / "state"), str(small_disk / "state"))
     config.write_text(text + "loop: true\noutbox: {max_unstored: 10}\n")
     agent = start_agent(config)
@@ -185,10 +186,10 @@ def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of
         lag = max(0.0, (datetime.now(timezone.utc) - newest).total_seconds())
         filler = fill(small_disk)
         away = time.monotonic()
-        secure_broker.server.stop()
+        fresh_mosquitto.stop()
         time.sleep(40)  # 40 one-second windows while the disk is full and the broker away
         assert agent.poll() is None, "the agent must keep counting on a full disk"
-        secure_broker.server.start()
+        fresh_mosquitto.start()
         restarted = datetime.now(timezone.utc)
         # The agent is back when a heartbeat it sent after the restart arrives (the broker also delivers
         # heartbeats queued for the listener before the stop; the agent reconnects with backoff).

@@ -6,7 +6,10 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from aggregator.rollup import RollUp
+import pytest
+
+from aggregator.rollup import ImplausibleTotalsError, RollUp
+from aggregator.store import Dedup
 from lanewatch import contract as c
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE
@@ -148,3 +151,99 @@ def test_restore_continues_exactly_where_the_stored_state_ends() -> None:
     for r in (rollup, restored):
         apply(r, following)
     assert {z.id: restored.occupancy(z.id) for z in SITE.zones} == {z.id: rollup.occupancy(z.id) for z in SITE.zones}
+
+
+# --- untrusted totals -------------------------------------------------------------------------------------
+
+
+def jumped(window: c.CountWindow, **totals: int) -> c.CountWindow:
+    return window.model_copy(update=totals)
+
+
+def test_totals_that_jump_further_than_the_entrance_can_pass_are_refused_and_change_nothing() -> None:
+    """Yijin's west gate is 4.5 m wide: at most 22.5 people a second, both ways together."""
+    rollup = RollUp(SITE)
+    gate = Device("cam-yijin-west", "gate")
+    apply(rollup, gate.window(T0, 10, 2))
+    before = {zone.id: rollup.occupancy(zone.id) for zone in SITE.zones}
+    for totals in ({"total_in": 20_010}, {"total_in": c.MAX_TOTAL}, {"total_out": 20_002}, {"total_out": c.MAX_TOTAL}):
+        poisoned = jumped(gate.window(T0 + timedelta(seconds=5), 1, 0), **totals)
+        gate.total_in -= 1  # the device's real count stays where it was
+        with pytest.raises(ImplausibleTotalsError, match="more than the 122 people entrance yijin-west can pass"):
+            rollup.apply(poisoned, "yijin-west")
+        assert {zone.id: rollup.occupancy(zone.id) for zone in SITE.zones} == before
+    apply(rollup, gate.window(T0 + timedelta(seconds=10), 3, 1))  # the next honest window counts as ever
+    assert rollup.occupancy("yijin") == 10
+
+
+def test_a_long_gap_allows_what_the_entrance_could_pass_meanwhile() -> None:
+    """An hour without windows (lost at an outbox bound, say): its crowd arrives with the next one."""
+    rollup = RollUp(SITE)
+    gate = Device("cam-yijin-west", "gate")
+    apply(rollup, gate.window(T0, 10, 0))
+    gate.total_in += 30_000  # an hour of a busy gate whose windows never arrived
+    apply(rollup, gate.window(T0 + timedelta(hours=1), 5, 0))
+    assert rollup.occupancy("yijin") == 30_015
+
+
+def test_totals_going_back_within_one_boot_are_refused() -> None:
+    rollup = RollUp(SITE)
+    gate = Device("cam-wenru-west", "gate")
+    apply(rollup, gate.window(T0, 50, 0))
+    with pytest.raises(ImplausibleTotalsError, match="went back"):
+        rollup.apply(jumped(gate.window(T0 + timedelta(seconds=5), 1, 0), total_in=1), "wenru-west")
+    assert rollup.occupancy("wenru") == 50
+
+
+def test_a_counter_that_really_moved_on_is_followed_from_its_second_window() -> None:
+    """One window whose totals jump is refused; when the next agrees with it, the counter moved on for good
+    (a bug, a restored backup): it is followed from there, taking only that window's own counts."""
+    rollup = RollUp(SITE)
+    gate = Device("cam-wenru-west", "gate")
+    apply(rollup, gate.window(T0, 40, 0))
+    gate.total_in += 50_000
+    with pytest.raises(ImplausibleTotalsError):
+        apply(rollup, gate.window(T0 + timedelta(seconds=5), 2, 0))
+    apply(rollup, gate.window(T0 + timedelta(seconds=10), 3, 1))
+    assert rollup.occupancy("wenru") == 40 + 3 - 1
+    apply(rollup, gate.window(T0 + timedelta(seconds=15), 4, 0))
+    assert rollup.occupancy("wenru") == 46
+
+
+def test_a_new_boot_with_totals_out_of_reach_is_a_new_counter() -> None:
+    """A replaced device or one that lost its state, now at 2^53 - 1: only its window's own counts move the zone."""
+    rollup = RollUp(SITE)
+    old = Device("cam-ta-east", "gate")
+    apply(rollup, old.window(T0, 50, 10))
+    new = Device("cam-ta-east", "gate")
+    new.total_in = c.MAX_TOTAL - 100
+    apply(rollup, new.window(T0 + timedelta(seconds=5), 5, 1))
+    assert rollup.occupancy("alleys-north") == 44
+    apply(rollup, new.window(T0 + timedelta(seconds=10), 2, 0))
+    assert rollup.occupancy("alleys-north") == 46
+
+
+def test_a_rebooted_device_continues_its_totals() -> None:
+    """The agent keeps its totals across reboots: the windows lost around a reboot are made up."""
+    rollup = RollUp(SITE)
+    gate = Device("cam-gong-east", "gate")
+    apply(rollup, gate.window(T0, 20, 0))
+    gate.window(T0 + timedelta(seconds=5), 7, 0)  # lost as the device went down
+    gate.boot = uuid.uuid4().hex
+    apply(rollup, gate.window(T0 + timedelta(minutes=2), 3, 0))
+    assert rollup.occupancy("alleys-south") == 30
+
+
+def test_dedupe_memory_is_bounded_whatever_a_device_sends() -> None:
+    dedup = Dedup()
+    for _ in range(1000):  # a new boot id every message
+        assert not dedup.seen("cam-yijin-west", uuid.uuid4().hex, 0)
+    boot = uuid.uuid4().hex
+    for seq in range(0, 100_000, 2):  # every other seq: nothing ever becomes contiguous
+        dedup.seen("cam-yijin-west", boot, seq)
+    boots = dedup._seen["cam-yijin-west"]
+    assert len(boots) <= Dedup.BOOTS
+    assert all(len(above) <= Dedup.ABOVE for _mark, above in boots.values())
+    assert dedup.seen("cam-yijin-west", boot, 99_998)  # what it holds it still recognises
+    honest = uuid.uuid4().hex
+    assert [dedup.seen("cam-wenru-west", honest, s) for s in (0, 1, 1, 2, 0)] == [False, False, True, False, True]

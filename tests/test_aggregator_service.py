@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from tests.aggregators import (
     stored_totals,
     windows_stored,
 )
-from tests.conftest import EXAMPLE_SITE, SecureBroker, run_cli, wait_until
+from tests.conftest import EXAMPLE_SITE, close, connected, run_cli, wait_until
 
 SITE = load_site(EXAMPLE_SITE)
 
@@ -60,20 +61,16 @@ def database() -> str:
 def statuses(broker: Mosquitto, *instances: str) -> dict[str, c.AggregatorStatus]:
     """The retained status of every aggregator instance (waiting a little for the named ones)."""
     seen: dict[str, c.AggregatorStatus] = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
 
     def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         status = c.decode("status", message.payload)
         assert isinstance(status, c.AggregatorStatus)
         seen[status.instance] = status
 
-    client.on_message = on_message
-    client.connect(broker.host, broker.port)
-    client.subscribe(c.subscription("status", site=SITE.site.id), qos=1)
-    client.loop_start()
+    client = connected(broker, "control-room", f"status-{uuid.uuid4().hex[:6]}",
+                       subscribe=[c.subscription("status", site=SITE.site.id)], on_message=on_message)  # fmt: skip
     wait_until(lambda: bool(seen) and all(i in seen for i in instances), 5)
-    client.disconnect()
-    client.loop_stop()
+    close(client)
     return seen
 
 
@@ -82,7 +79,8 @@ def status_of(broker: Mosquitto, instance: str) -> c.AggregatorStatus:
 
 
 def publish(broker: Mosquitto, messages: list[traffic.Message]) -> None:
-    publisher = traffic.Publisher(broker.host, broker.port)
+    """As the devices publish: each logged in as itself; every message taken by the broker."""
+    publisher = traffic.Publisher(broker.login)
     try:
         publisher.send(messages)
     finally:
@@ -264,24 +262,31 @@ def test_a_broken_configuration_is_reported_line_by_line(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
-def test_dead_letters_say_why(
-    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+def test_dead_letters_say_why_and_the_technicians_hear_of_the_device(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:
+    mosquitto = fresh_mosquitto
     aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-dead", share_group="g-dead").start()
     aggregator.wait_connected()
     letters: list[dict] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_message = lambda _c, _u, m: letters.append(json.loads(m.payload))
-    client.connect(mosquitto.host, mosquitto.port)
-    client.subscribe(c.subscription("deadletter", site=SITE.site.id), qos=1)
-    client.loop_start()
-    publish(mosquitto, [("lanewatch/v1/sanfang-qixiang/devices/cam-ghost/heartbeat", b"{}")])
+    technician = connected(mosquitto, "tech-team", "desk", subscribe=[c.subscription("deadletter", site=SITE.site.id)],
+                           on_message=lambda _c, _u, m: letters.append(json.loads(m.payload)))  # fmt: skip
+    desk = Desk(mosquitto)
+    fleet = traffic.devices(SITE)
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5))))
+    publish(mosquitto, [("lanewatch/v1/sanfang-qixiang/devices/cam-yijin-west/heartbeat", b"{}")])
     assert wait_until(lambda: letters, 30)
-    client.disconnect()
-    client.loop_stop()
-    assert letters[0]["reason"] == "unknown device 'cam-ghost': not in the site inventory"
+    close(technician)
+    assert letters[0]["reason"].startswith("invalid heartbeat: site: Field required (and ")
     assert (letters[0]["payload_b64"], letters[0]["instance"]) == ("e30=", "agg-dead")
-    assert "rejected lanewatch/v1/sanfang-qixiang/devices/cam-ghost/heartbeat: unknown device" in aggregator.log()
+    assert (
+        "rejected lanewatch/v1/sanfang-qixiang/devices/cam-yijin-west/heartbeat: invalid heartbeat" in aggregator.log()
+    )
+    assert wait_until(lambda: [f.problem for f in desk.faults()] == ["bad_data"], 30), aggregator.log()[-2000:]
+    fault = desk.faults()[0]
+    assert (fault.device, fault.zones, fault.to) == ("cam-yijin-west", [], ["tech-team"])  # its zones still count
+    assert "site: Field required" in fault.text.en
+    desk.close()
 
 
 def test_the_bench_measures_both_consumers_on_the_same_backlog() -> None:
@@ -294,34 +299,6 @@ def test_the_bench_measures_both_consumers_on_the_same_backlog() -> None:
     assert "draining into InfluxDB" in result.stderr
 
 
-def test_the_aggregator_works_through_the_generated_tls_and_acls(
-    secure_broker: SecureBroker, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
-) -> None:
-    """Logged in as the inventory's `aggregator` user over TLS: it reads the devices, writes its status."""
-    db = database()
-    login = {**secure_broker.credentials("aggregator"), "keepalive_s": 5}
-    aggregator = aggregators(secure_broker.server, influxdb, db, instance="agg-tls", broker=login).start()
-    aggregator.wait_connected()
-    device = secure_broker.client("cam-yijin-west")
-    device.connect(secure_broker.server.host, secure_broker.server.port)
-    device.loop_start()
-    fleet = traffic.devices(SITE, only=["cam-yijin-west"])
-    for topic, payload in traffic.stream(fleet, 5):
-        device.publish(topic, payload, qos=1).wait_for_publish(10)
-    assert wait_until(lambda: all_stored(influxdb, db, fleet), 30), aggregator.log()
-    device.disconnect()
-    device.loop_stop()
-    watcher = secure_broker.client("control-room")
-    seen: list[bytes] = []
-    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
-    watcher.connect(secure_broker.server.host, secure_broker.server.port)
-    watcher.subscribe(c.subscription("status", site=SITE.site.id), qos=1)
-    watcher.loop_start()
-    assert wait_until(lambda: seen, 10)  # the ACL lets the aggregator publish its status
-    watcher.disconnect()
-    watcher.loop_stop()
-
-
 def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:
@@ -330,13 +307,11 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     aggregator = aggregators(mosquitto, influxdb, database(), instance="agg-levels", share_group="g-levels").start()
     aggregator.wait_connected()
     received: list[tuple[str, bytes]] = []
-    staff = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    staff.on_message = lambda _c, _u, m: received.append((m.topic, m.payload))
-    staff.connect(mosquitto.host, mosquitto.port)
-    staff.subscribe([("lanewatch/v1/sanfang-qixiang/zones/yijin/notices", 1),
-                     ("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1),
-                     ("lanewatch/v1/sanfang-qixiang/entrances/yijin-west/notices", 1)])  # fmt: skip
-    staff.loop_start()
+    room = connected(mosquitto, "control-room", "levels",
+                     on_message=lambda _c, _u, m: received.append((m.topic, m.payload)),
+                     subscribe=["lanewatch/v1/sanfang-qixiang/zones/yijin/notices",
+                                "lanewatch/v1/sanfang-qixiang/zones/yijin/level",
+                                "lanewatch/v1/sanfang-qixiang/entrances/yijin-west/notices"])  # fmt: skip
     fleet = traffic.devices(SITE)
     start = datetime.now(timezone.utc) - timedelta(minutes=10)
     publish(mosquitto, list(traffic.stream(fleet, 2, start=start, people=0)))  # every device heard: all green
@@ -358,17 +333,12 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     assert notice.occupancy == 1400
     assert notice.previous_level in ("green", "yellow")  # it was green a moment ago
     assert "yijin-west" in notice.actions.close_inbound
-    staff.disconnect()
-    staff.loop_stop()
-    late = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)  # a phone that connects later
-    levels: list[bytes] = []
-    late.on_message = lambda _c, _u, m: levels.append(m.payload)
-    late.connect(mosquitto.host, mosquitto.port)
-    late.subscribe("lanewatch/v1/sanfang-qixiang/zones/yijin/level", 1)
-    late.loop_start()
+    close(room)
+    levels: list[bytes] = []  # Yijin's officer, whose phone connects later
+    late = connected(mosquitto, "officer-huang", "phone", subscribe=["lanewatch/v1/sanfang-qixiang/zones/yijin/level"],
+                     on_message=lambda _c, _u, m: levels.append(m.payload))  # fmt: skip
     assert wait_until(lambda: levels, 10)
-    late.disconnect()
-    late.loop_stop()
+    close(late)
     level = c.decode("level", levels[-1])
     assert isinstance(level, c.LevelState)
     assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)
@@ -388,10 +358,7 @@ def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     # The device at Yijin's west gate: online with its Last Will, then its connection dies.
     online = c.Availability(site="sanfang-qixiang", device="cam-yijin-west", state="online", boot_id=fleet[0].boot_id)
     offline = online.model_copy(update={"state": "offline"})
-    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cam-yijin-west", protocol=mqtt.MQTTv5)
-    device.will_set(c.topic_for(offline), c.encode(offline), qos=1, retain=True)
-    device.connect(mosquitto.host, mosquitto.port, keepalive=5)
-    device.loop_start()
+    device = connected(mosquitto, "cam-yijin-west", will=(c.topic_for(offline), c.encode(offline), True), keepalive_s=5)
     device.publish(c.topic_for(online), c.encode(online), qos=1, retain=True).wait_for_publish(10)
     device.loop_stop()
     device.socket().close()  # no DISCONNECT: the broker publishes the Last Will
@@ -401,9 +368,7 @@ def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     assert "yijin" in fault.zones
     assert fault.to == ["tech-team"]
     # Back online and counting: a real level again, and the technicians hear it recovered.
-    back = traffic.Publisher(mosquitto.host, mosquitto.port)
-    back.send([(c.topic_for(online), c.encode(online))])
-    back.close()
+    publish(mosquitto, [(c.topic_for(online), c.encode(online))])
     publish(mosquitto, list(traffic.stream(fleet, 1, start=start + timedelta(minutes=1), people=0)))
     assert wait_until(lambda: desk.level() == "green", 30)
     assert wait_until(
@@ -473,3 +438,98 @@ def test_a_device_with_a_full_disk_is_reported_and_its_zones_keep_their_level(
     assert wait_until(lambda: [f.problem for f in desk.faults()] == ["disk_full", "recovered"], 10)
     assert desk.level() == "green"
     desk.close()
+
+
+def zone_occupancy(influx: InfluxDB, db: str) -> dict[str, int]:
+    body = influx.query("SELECT last(occupancy) FROM zones GROUP BY zone", db=db)
+    return {s["tags"]["zone"]: s["values"][0][1] for s in body["results"][0].get("series", [])}
+
+
+def test_poisoned_messages_are_dead_letters_that_move_no_zone_and_the_technicians_hear_of_them(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """Each from a device logged in as itself, on its own topics: totals that jump by 20,000 in five seconds,
+    totals at 2^53 - 1 from two devices at once, a total_out that would empty a grid (a false green),
+    numbers that are not finite, a payload without a protocol version."""
+    mosquitto, db = fresh_mosquitto, database()
+    aggregator = aggregators(mosquitto, influxdb, db, instance="agg-poison", share_group="g-poison").start()
+    aggregator.wait_connected()
+    letters: list[c.DeadLetter] = []
+    dead = [c.subscription("deadletter", site=SITE.site.id)]
+    technician = connected(mosquitto, "tech-team", "poison", subscribe=dead,
+                           on_message=lambda _c, _u, m: letters.append(c.decode("deadletter", m.payload)))  # fmt: skip
+    desk = Desk(mosquitto)
+    fleet = traffic.devices(SITE)
+    by_id = {d.device: d for d in fleet}
+    start = datetime.now(timezone.utc) - timedelta(minutes=2)
+    publish(mosquitto, list(traffic.stream(fleet, 6, start=start, people=6)))  # people in every grid
+    assert wait_until(lambda: desk.level() == "green", 30), aggregator.log()[-2000:]
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+    before = zone_occupancy(influxdb, db)
+    assert before["yijin"] > 0
+
+    def jump(device: str, **totals: int) -> traffic.Message:
+        sim = by_id[device]
+        window = sim.record(sim.lines[0], start + timedelta(seconds=35), 5.0, 1, 0)
+        total = sim.totals[sim.lines[0]]
+        total[0] -= 1  # the device's honest count does not include the poisoned window
+        return c.topic_for(window), c.encode(window.model_copy(update=totals))
+
+    beat = json.loads(c.encode(by_id["cam-ta-east"].heartbeat(datetime.now(timezone.utc))))
+    heartbeat_topic = c.topic_for(by_id["cam-ta-east"].heartbeat(datetime.now(timezone.utc)))
+    yijin_total = by_id["cam-yijin-west"].totals["gate"][0]
+    poison = {
+        "a jump of 20,000": jump("cam-yijin-west", total_in=yijin_total + 20_000),
+        "2^53 - 1 in": jump("cam-wenru-west", total_in=c.MAX_TOTAL),
+        "2^53 - 1 out": jump("cam-guanglu-west", total_out=c.MAX_TOTAL),
+        "a false green": jump("cam-nanhou-north-a", total_out=10**9),
+        "Infinity": (heartbeat_topic, json.dumps(beat).replace('"uptime_s": 3600.0', '"uptime_s": Infinity').encode()),
+        "1e999": (heartbeat_topic, json.dumps(beat).replace('"load1": 1.0', '"load1": 1e999').encode()),
+        "no version": (heartbeat_topic, json.dumps({k: v for k, v in beat.items() if k != "v"}).encode()),
+    }
+    publish(mosquitto, list(poison.values()))
+    assert wait_until(lambda: len(letters) == len(poison), 30), aggregator.log()[-3000:]
+    reasons = [letter.reason for letter in letters]
+    assert sum("more than the" in r and "people entrance" in r for r in reasons) == 4, reasons
+    assert sum("Input should be a finite number" in r for r in reasons) == 2, reasons
+    assert sum("v: the protocol version is required" in r for r in reasons) == 1, reasons
+    assert aggregator.process is not None
+    assert aggregator.process.poll() is None  # up, both processes
+    assert aggregator.store_pid() is not None
+    publish(mosquitto, list(traffic.stream(fleet, 1, start=start + timedelta(seconds=40), people=0)))
+    assert wait_until(lambda: stored_raw(influxdb, db) == expected_raw(SITE, fleet), 30)
+    assert zone_occupancy(influxdb, db) == before  # not one person more or less anywhere
+    assert desk.level() == "green"
+    poisoned = {"cam-yijin-west", "cam-wenru-west", "cam-guanglu-west", "cam-nanhou-north-a", "cam-ta-east"}
+    assert wait_until(lambda: {f.device for f in desk.faults() if f.problem == "bad_data"} == poisoned, 30)
+    yijin = next(f for f in desk.faults() if f.device == "cam-yijin-west")
+    assert yijin.to == ["tech-team"]
+    assert "the totals moved by +20000 in" in yijin.text.en
+    close(technician)
+    desk.close()
+
+
+def test_a_point_the_database_refuses_is_set_aside_alone_and_its_batch_is_stored(
+    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """InfluxDB refuses points whose field changed type (here `availability.online`, made a string by
+    someone before). The availability point goes to the spool's `refused` table; the count windows and
+    heartbeats written in the same batch are stored."""
+    db = database()
+    influxdb.query(f'CREATE DATABASE "{db}"')
+    influxdb.write(db, f'availability,site=sanfang-qixiang,device=cam-ta-east online="yes" {int(time.time()) - 60}')
+    aggregator = aggregators(mosquitto, influxdb, db, instance="agg-refused", share_group="g-refused").start()
+    aggregator.wait_connected()
+    fleet = traffic.devices(SITE)
+    messages = list(traffic.stream(fleet, 10))
+    online = c.Availability(site=SITE.site.id, device="cam-ta-east", state="online", boot_id=fleet[8].boot_id)
+    assert online.device == fleet[8].device
+    publish(mosquitto, [*messages[:100], (c.topic_for(online), c.encode(online)), *messages[100:]])
+    assert wait_until(lambda: all_stored(influxdb, db, fleet), 60), aggregator.log()[-2000:]
+    spool = sqlite3.connect(Path(aggregator.config["state_dir"]) / "spool.db")
+    assert wait_until(lambda: spool.execute("SELECT count(*) FROM refused").fetchone()[0] == 1, 30)
+    (lines,) = spool.execute("SELECT lines FROM refused").fetchone()
+    spool.close()
+    assert lines.startswith("availability,site=sanfang-qixiang,device=cam-ta-east,")
+    assert "\n" not in lines
+    assert "field type conflict" in aggregator.log()

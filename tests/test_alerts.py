@@ -8,24 +8,24 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import yaml
 
 from lanewatch import contract as c
 from lanewatch.services import Mosquitto
-from tests.conftest import run_cli
+from tests.conftest import connected, login_section, run_cli
 from tests.samples import NOW, samples
 
 
-def receiver_config(tmp_path: Path, broker: Mosquitto) -> Path:
+def receiver_config(tmp_path: Path, broker: Mosquitto, user: str = "control-room") -> Path:
+    """A desk's YAML: its own login (password file, client certificate) on the site's broker."""
     path = tmp_path / "desk.yaml"
-    path.write_text(f"broker:\n  host: {broker.host}\n  port: {broker.port}\n")
+    path.write_text(yaml.safe_dump({"broker": login_section(broker, user)}))
     return path
 
 
 def sender(broker: Mosquitto) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    return client
+    """The aggregator, the one who may publish levels and notices."""
+    return connected(broker, "aggregator", "test")
 
 
 def test_state_prints_every_zone_with_its_retained_level(fresh_mosquitto: Mosquitto, tmp_path: Path) -> None:

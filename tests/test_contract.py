@@ -134,6 +134,49 @@ def test_bad_count_payloads_are_rejected_by_both_the_model_and_the_schema(name: 
             jsonschema.validate(json.loads(bad), schema_for("count"))
 
 
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999", "-1e999"])
+@pytest.mark.parametrize("field", ["uptime_s", "fps", "load1", "inference_ms", "cpu_temp_c"])
+def test_numbers_that_are_not_finite_are_rejected(field: str, number: str) -> None:
+    """Python's json, and many devices' encoders, write Infinity and NaN; 1e999 reads as infinity."""
+    text = payload("heartbeat", **{field: 1.5}).decode().replace(f'"{field}": 1.5', f'"{field}": {number}')
+    assert number in text
+    with pytest.raises(c.ContractError, match=f"{field}: Input should be a finite number"):
+        c.decode("heartbeat", text.encode())
+
+
+def test_the_protocol_version_is_required_on_the_wire() -> None:
+    data = json.loads(payload("heartbeat"))
+    del data["v"]
+    with pytest.raises(c.ContractError, match="v: the protocol version is required"):
+        c.decode("heartbeat", json.dumps(data).encode())
+    with pytest.raises(jsonschema.ValidationError, match="'v' is a required property"):
+        jsonschema.validate(data, schema_for("heartbeat"))
+
+
+@pytest.mark.parametrize("kind", list(c.KINDS))
+def test_every_number_in_the_contract_is_bounded(kind: str) -> None:
+    """Nothing a device sends can overflow what is computed from it: every number has both bounds."""
+    schema = c.KINDS[kind].model.model_json_schema(by_alias=True)
+
+    def numbers(node: object, where: str) -> list[tuple[str, dict]]:
+        if isinstance(node, dict):
+            if node.get("type") in ("integer", "number") and "const" not in node and "enum" not in node:
+                return [(where, node)]
+            found = []
+            for key, value in node.items():
+                found += numbers(value, f"{where}.{key}")
+            return found
+        if isinstance(node, list):
+            return [n for i, item in enumerate(node) for n in numbers(item, f"{where}[{i}]")]
+        return []
+
+    unbounded = [
+        where for where, node in numbers(schema, kind)
+        if not ({"minimum", "exclusiveMinimum"} & set(node) and {"maximum", "exclusiveMaximum"} & set(node))
+    ]  # fmt: skip
+    assert unbounded == []
+
+
 def test_not_json_and_oversized_payloads_are_rejected() -> None:
     with pytest.raises(c.ContractError, match="Invalid JSON"):
         c.decode("count", b"\xff{not json")

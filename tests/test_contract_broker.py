@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import queue
-from typing import Callable
 
 import jsonschema
 import paho.mqtt.client as mqtt
 
 from lanewatch import contract as c
+from lanewatch.services import Mosquitto
+from tests.conftest import close, connected
 from tests.samples import SITE, samples
 from tests.test_contract import schema_for
 
@@ -32,16 +33,23 @@ def _published(kind: str) -> tuple[str, c.Message, bool]:
     return c.topic_for(message, entrance=entrance), message, c.KINDS[kind].retained
 
 
-def test_every_kind_crosses_the_broker_intact(mqtt_client: Callable[..., mqtt.Client]) -> None:
-    receiver = mqtt_client()
+def _sender(broker: Mosquitto, kind: str) -> mqtt.Client:
+    """Who may publish this kind: the device named in it, or the aggregator."""
+    device = samples()[kind].device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
+    return connected(broker, device or "aggregator", f"contract-{kind}")
+
+
+def test_every_kind_crosses_the_broker_intact(mosquitto: Mosquitto) -> None:
+    receiver = connected(mosquitto, "control-room", "contract")
     inbox = _collector(receiver, [c.subscription(kind, site=SITE) for kind in c.KINDS])
-    sender = mqtt_client()
     sent: dict[str, tuple[str, c.Message]] = {}
     for kind in c.KINDS:
         topic, message, retained = _published(kind)
+        sender = _sender(mosquitto, kind)
         info = sender.publish(topic, c.encode(message), qos=c.QOS, retain=retained)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS
         info.wait_for_publish(timeout=10)
+        close(sender)
         sent[topic] = (kind, message)
 
     arrived = {}
@@ -53,19 +61,21 @@ def test_every_kind_crosses_the_broker_intact(mqtt_client: Callable[..., mqtt.Cl
         assert parsed.kind == kind
         jsonschema.validate(json.loads(arrived[topic]), schema_for(kind))
         assert c.decode(parsed.kind, arrived[topic]) == message
+    close(receiver)
 
 
-def test_retained_state_reaches_a_receiver_that_connects_later(mqtt_client: Callable[..., mqtt.Client]) -> None:
+def test_retained_state_reaches_a_receiver_that_connects_later(mosquitto: Mosquitto) -> None:
     """A staff phone or a sign that starts after the level changed still gets the current level at once."""
-    sender = mqtt_client()
     topics = []
     for kind in ("availability", "level"):
         topic, message, retained = _published(kind)
         assert retained
+        sender = _sender(mosquitto, kind)
         sender.publish(topic, c.encode(message), qos=c.QOS, retain=True).wait_for_publish(timeout=10)
+        close(sender)
         topics.append(topic)
 
-    late = mqtt_client()
+    late = connected(mosquitto, "control-room", "late")
     inbox = _collector(late, topics)  # these topics only: other tests' aggregators retain levels too
     got = {}
     while len(got) < 2:
@@ -74,3 +84,4 @@ def test_retained_state_reaches_a_receiver_that_connects_later(mqtt_client: Call
         got[c.parse_topic(topic).kind] = c.decode(c.parse_topic(topic).kind, payload)
     assert got["level"] == samples()["level"]
     assert got["availability"] == samples()["availability"]
+    close(late)

@@ -25,7 +25,7 @@ from lanewatch.demo.runner import Footage, SiteRunner
 from lanewatch.demo.view import SiteState, listen
 from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 from lanewatch.site import Site, load_site
-from tests.conftest import EXAMPLE_SITE, child_pids, unavailable, wait_until
+from tests.conftest import EXAMPLE_SITE, child_pids, login_section, unavailable, wait_until
 
 #: One lane behind one gate, small enough for the footage alone to fill it: four people walk in
 #: through TUD-Campus on every pass of the clip, and the lane holds three.
@@ -65,14 +65,13 @@ class Inbox:
     def __init__(self, runner: SiteRunner, user: str, zone: str) -> None:
         self.notices: list[contract.DiversionNotice] = []
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         broker = runner.broker_for(user)
-        broker.apply(self.client)
+        self.client = broker.client("inbox")
         topic = contract.KINDS["zone_notice"].template.format(site=runner.site.site.id, zone=zone)
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = lambda _c, _u, m: self.notices.append(contract.decode("zone_notice", m.payload))
-        self.client.connect(broker.host, broker.port)
+        broker.connect(self.client, wait=True)
         self.client.loop_start()
 
     def close(self) -> None:
@@ -238,7 +237,7 @@ def test_with_a_broker_and_database_configured_the_demo_uses_them_and_starts_non
     mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path
 ) -> None:
     remote = AggregatorConfig.model_validate({
-        "broker": {"host": mosquitto.host, "port": mosquitto.port},
+        "broker": login_section(mosquitto, "aggregator"),
         "influxdb": {"url": influxdb.url, "database": "demoremote"},
         "share_group": "demo-remote",
     })  # fmt: skip
@@ -247,7 +246,7 @@ def test_with_a_broker_and_database_configured_the_demo_uses_them_and_starts_non
     try:
         assert runner.broker is None
         assert runner.database is None
-        assert runner.broker_url == f"mqtt://{mosquitto.host}:{mosquitto.port}"
+        assert runner.broker_url == f"mqtts://{mosquitto.host}:{mosquitto.port}"
         db = Database(remote.influxdb)
 
         def windows() -> int:

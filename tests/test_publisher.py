@@ -13,32 +13,26 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.outbox import Outbox
-from edge_agent.publisher import BrokerSettings, Publisher
+from edge_agent.publisher import Publisher, Sending
+from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.services import Mosquitto
-from tests.conftest import wait_until
+from tests.conftest import connected, wait_until
 
 SITE, DEVICE = "sanfang-qixiang", "cam-yijin-west"
 TOPIC = f"lanewatch/v1/{SITE}/devices/{DEVICE}/counts/gate"
 
 
 class Receiver:
-    """A subscriber with a persistent session that re-subscribes whenever it (re)connects."""
+    """The control room's subscriber, with a session the broker keeps while it reconnects."""
 
     def __init__(self, broker: Mosquitto) -> None:
         self.messages: list[dict] = []
         self.availability: list[str] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rx-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
-        self.client.on_connect = lambda c, *_: c.subscribe(
-            [(TOPIC, 1), (f"lanewatch/v1/{SITE}/devices/+/availability", 1)]
-        )
-        self.client.on_message = self._on_message
+        self.client = connected(broker, "control-room", f"rx-{uuid.uuid4().hex[:6]}", on_message=self._on_message,
+                                subscribe=[TOPIC, f"lanewatch/v1/{SITE}/devices/+/availability"],
+                                session_expiry_s=3600)  # fmt: skip
         self.client.reconnect_delay_set(1, 2)
-        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
-        self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -86,8 +80,8 @@ def test_the_outbox_reaches_the_broker_in_order_and_empties(
     fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path, protocol: str
 ) -> None:
     box = Outbox(tmp_path / "outbox.db")
-    settings = BrokerSettings(port=fresh_mosquitto.port, protocol=protocol)
-    publisher = Publisher(box, settings, SITE, DEVICE, uuid.uuid4().hex)
+    login = fresh_mosquitto.login(DEVICE).model_copy(update={"protocol": protocol})
+    publisher = Publisher(box, login, SITE, DEVICE, uuid.uuid4().hex)
     publisher.start()
     try:
         _append(box, publisher, range(200))
@@ -107,8 +101,8 @@ def test_counts_made_while_the_broker_is_down_all_arrive_once_it_is_back(
     fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
 ) -> None:
     box = Outbox(tmp_path / "outbox.db")
-    publisher = Publisher(box, BrokerSettings(port=fresh_mosquitto.port, min_backoff=1, max_backoff=2), SITE, DEVICE,
-                          uuid.uuid4().hex)  # fmt: skip
+    publisher = Publisher(box, fresh_mosquitto.login(DEVICE), SITE, DEVICE, uuid.uuid4().hex,
+                          Sending(min_backoff=1, max_backoff=2))  # fmt: skip
     publisher.start()
     try:
         _append(box, publisher, range(50))
@@ -132,7 +126,7 @@ def test_counts_made_while_the_broker_is_down_all_arrive_once_it_is_back(
 def test_a_publish_refused_by_paho_stays_in_the_outbox(tmp_path: Path) -> None:
     """Not connected at all: nothing is removed, everything waits on disk."""
     box = Outbox(tmp_path / "outbox.db")
-    publisher = Publisher(box, BrokerSettings(port=9), SITE, DEVICE, uuid.uuid4().hex)
+    publisher = Publisher(box, BrokerConfig(port=9), SITE, DEVICE, uuid.uuid4().hex)
     publisher.start()
     try:
         _append(box, publisher, range(10))
@@ -141,3 +135,26 @@ def test_a_publish_refused_by_paho_stays_in_the_outbox(tmp_path: Path) -> None:
         assert not publisher.connected
     finally:
         publisher.stop()
+
+
+def test_a_message_the_broker_refuses_stays_in_the_outbox_and_the_log_says_why(
+    fresh_mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MQTT 5: a PUBACK with a reason code of 0x80 or more is not a delivery. A window on another device's
+    topic (the ACL says no) keeps its place in the outbox, while the device's own windows go through."""
+    box = Outbox(tmp_path / "outbox.db")
+    publisher = Publisher(box, fresh_mosquitto.login(DEVICE), SITE, DEVICE, uuid.uuid4().hex,
+                          Sending(refused_pause_s=0.2))  # fmt: skip
+    forbidden = TOPIC.replace(f"/devices/{DEVICE}/", "/devices/cam-wenru-west/")
+    publisher.start()
+    try:
+        box.append([(forbidden, json.dumps({"seq": -1}).encode())])
+        _append(box, publisher, range(20))
+        assert wait_until(lambda: len(receiver.seqs()) >= 20)
+        assert wait_until(lambda: publisher.refused >= 2)  # refused, offered again, refused again
+        assert box.depth() == 1
+        assert [entry.topic for entry in box.pending()] == [forbidden]
+    finally:
+        publisher.stop()
+    assert sorted(receiver.seqs()) == list(range(20))
+    assert any("the broker refused 1 message(s) (Not authorized)" in r.getMessage() for r in caplog.records)

@@ -13,7 +13,8 @@ import yaml
 
 from edge_agent.serial_counter import SerialCounter
 from edge_agent.sign import encode
-from tests.conftest import REPO, Listener, SecureBroker, wait_until
+from lanewatch.services import Mosquitto
+from tests.conftest import REPO, Listener, login_section, wait_until
 from tests.test_agent import SITE, start_agent, write_config
 
 
@@ -62,13 +63,13 @@ def fake() -> Iterator[FakeCounter]:
 
 
 def test_the_agent_publishes_a_counters_windows(
-    secure_broker: SecureBroker, listener: Listener, fake: FakeCounter, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, fake: FakeCounter, tmp_path: Path
 ) -> None:
     device = "radar-huang-west"
     config = {
         "site": SITE, "device": device, "entrance": "huang-west", "source": f"serial:{fake.port}",
         "lines": [{"name": "mouth", "start": [0.5, 0.0], "end": [0.5, 1.0]}], "window_s": 0.5,
-        "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"), "broker": secure_broker.credentials(device),
+        "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"), "broker": login_section(fresh_mosquitto, device),
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -100,9 +101,9 @@ def test_the_agent_publishes_a_counters_windows(
 
 
 def test_a_counter_beside_the_camera_is_published_as_its_own_line(
-    secure_broker: SecureBroker, listener: Listener, fake: FakeCounter, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, fake: FakeCounter, shared_assets: Path, tmp_path: Path
 ) -> None:
-    path = write_config(tmp_path, secure_broker, shared_assets, realtime=True)
+    path = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
     config = yaml.safe_load(path.read_text())
     config["counter"] = {"port": fake.port, "line": "gate-radar"}
     path.write_text(yaml.safe_dump(config))

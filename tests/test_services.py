@@ -1,16 +1,15 @@
-"""The local servers the tests and the demo rely on: real, private, and without silent loss."""
+"""The local servers the tests and the demo rely on: real, private, and keeping their data through a crash.
+
+(The broker and its configuration: tests/test_broker_security.py.)"""
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
-from typing import Callable
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from lanewatch.services import InfluxDB, Mosquitto, ServiceError
+from lanewatch.services import InfluxDB, ServiceError
 
 
 def test_influxdb_stores_and_answers_influxql(influxdb: InfluxDB) -> None:
@@ -37,54 +36,6 @@ def test_influxdb_keeps_its_data_through_a_kill_and_restart(fresh_influxdb: Infl
 def test_influxql_errors_are_raised_with_the_query(influxdb: InfluxDB) -> None:
     with pytest.raises(ServiceError, match="SELEKT"):
         influxdb.query("SELEKT nothing", db="harness")
-
-
-def test_broker_queues_more_than_the_default_1000_for_an_offline_subscriber(
-    mosquitto: Mosquitto, mqtt_client: Callable[..., mqtt.Client]
-) -> None:
-    """Mosquitto's default max_queued_messages (1000) drops QoS 1 messages while the publisher still
-    gets its PUBACK. Our broker config bounds the queue on purpose instead; count what arrives."""
-    total = 3000
-    received: set = set()
-    done = threading.Event()
-
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        received.add(int(msg.payload))
-        if len(received) == total:
-            done.set()
-
-    subscriber = _persistent_session(mosquitto, "queue-check", on_message)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *_: subscribed.set()
-    subscriber.subscribe("harness/queue", qos=1)
-    assert subscribed.wait(10)
-    subscriber.disconnect()
-    subscriber.loop_stop()
-
-    publisher = mqtt_client()
-    infos = [publisher.publish("harness/queue", str(i).encode(), qos=1) for i in range(total)]
-    assert all(info.rc == mqtt.MQTT_ERR_SUCCESS for info in infos)
-    for info in infos:
-        info.wait_for_publish(timeout=30)
-
-    back = _persistent_session(mosquitto, "queue-check", on_message)
-    try:
-        done.wait(30)
-    finally:
-        back.disconnect()
-        back.loop_stop()
-    assert len(received) == total
-
-
-def _persistent_session(broker: Mosquitto, client_id: str, on_message: Callable[..., None]) -> mqtt.Client:
-    """An MQTT v5 client whose session (subscriptions, queued messages) outlives a disconnect."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_message = on_message
-    props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
-    client.connect(broker.host, broker.port, clean_start=False, properties=props)
-    client.loop_start()
-    return client
 
 
 def test_a_missing_server_binary_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,7 +102,7 @@ class LiveTraffic:
     def start(self) -> None:
         for device in self.devices:
             broker = device.broker
-            device.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
+            broker.connect(device.client)
             device.client.loop_start()
         self._thread.start()
 
@@ -173,10 +173,8 @@ class LiveTraffic:
 
 def _client(sim: SimulatedDevice, broker: BrokerConfig) -> mqtt.Client:
     """A device's own client: its login, TLS, and the Last Will that tells the site when it is gone."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sim.device, protocol=mqtt.MQTTv5)
-    broker.apply(client)
     will = _availability(sim, "offline")
-    client.will_set(contract.topic_for(will), contract.encode(will), qos=contract.QOS, retain=True)
+    client = broker.client(sim.device, will=(contract.topic_for(will), contract.encode(will), True))
     client.max_queued_messages_set(0)  # unbounded while disconnected: the demo's traffic is finite
     client.reconnect_delay_set(1, 10)
     return client

@@ -37,10 +37,10 @@ from aggregator.config import AggregatorConfig
 from aggregator.service import Aggregator
 from edge_agent.config import device_config
 from edge_agent.sign import SimulatedSign
-from lanewatch.brokerconfig import AGGREGATOR, BrokerFiles, generate
+from lanewatch.brokerconfig import AGGREGATOR, logins_beside
 from lanewatch.demo.livetraffic import LiveTraffic, first_busy_minute
 from lanewatch.mqttconfig import BrokerConfig
-from lanewatch.services import InfluxDB, Mosquitto, ServiceError, free_port
+from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 from lanewatch.site import Site
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,6 @@ class SiteRunner:
         self.day = day or datetime.now(ZoneInfo(self.site.site.timezone)).date()
         self.broker: Optional[Mosquitto] = None
         self.database: Optional[InfluxDB] = None
-        self.broker_files: Optional[BrokerFiles] = None
         self.aggregator: Optional[Aggregator] = None
         self.aggregator_config: Optional[AggregatorConfig] = None
         self.aggregator_config_path = root / "aggregator.yaml"
@@ -123,29 +122,26 @@ class SiteRunner:
     def broker_for(self, user: str) -> BrokerConfig:
         """The broker settings of ``user`` (a device id, a person id, or the aggregator)."""
         if self.remote is not None:
-            return self.remote.broker
+            return logins_beside(self.remote.broker)(user)
         assert self.broker is not None
-        assert self.broker_files is not None
-        ca, cert, key = self.broker_files.tls(user)
-        return BrokerConfig(
-            host=self.broker.host, port=self.broker.port, username=user,
-            password_file=self.broker_files.folder / "secrets" / f"{user}.password",
-            ca_file=ca, cert_file=cert, key_file=key,
-        )  # fmt: skip
+        return self.broker.login(user)
 
     @property
     def broker_url(self) -> str:
-        broker = self.broker_for(AGGREGATOR)
-        return f"{'mqtts' if broker.ca_file else 'mqtt'}://{broker.host}:{broker.port}"
+        return self.broker_for(AGGREGATOR).where
 
     # --- starting and stopping ------------------------------------------------------------------------
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._check_footage()
+        if self.remote is not None:  # every device and person logs in as itself
+            try:
+                logins_beside(self.remote.broker)
+            except ValueError as exc:
+                raise ServiceError(f"broker: {exc}") from None
         if self.remote is None:
-            self.broker_files = generate(self.site, self.root / "broker", port=free_port(), host="127.0.0.1")
-            self.broker = Mosquitto(self.root / "mosquitto", secure=self.broker_files.config)
+            self.broker = Mosquitto.for_site(self.site, self.root / "mosquitto")
             self.broker.start()
             self.database = InfluxDB(self.root / "influxdb")
             self.database.start()

@@ -9,6 +9,7 @@ terminal, a snapshot every 30 s into a file or a pipe).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -122,13 +123,12 @@ class SiteState:
 
 def listen(state: SiteState, broker: BrokerConfig) -> mqtt.Client:
     """A client feeding ``state`` with everything under the site's root topic."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    broker.apply(client)
+    client = broker.client(f"view-{os.getpid()}")
     root = f"{contract.TOPIC_ROOT}/{state.site.site.id}/#"
     client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(root, qos=contract.QOS)
     client.on_message = lambda _c, _u, message: state.take(message.topic, bytes(message.payload))
     client.reconnect_delay_set(1, 10)
-    client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
+    broker.connect(client)
     client.loop_start()
     return client
 
