@@ -40,11 +40,6 @@ from lanewatch.site.model import Site
 BARE_GROUP = "bench-bare"
 
 
-def login_of(broker: Mosquitto, user: str = AGGREGATOR) -> dict[str, Any]:
-    """The ``broker:`` section of an aggregator (or another user's) YAML for this broker."""
-    return broker.login(user).model_dump(mode="json", exclude_none=True)
-
-
 @contextlib.contextmanager
 def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto, InfluxDB]]:
     """A private Mosquitto (the example site's generated configuration) and InfluxDB, and `lanewatch
@@ -55,7 +50,7 @@ def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto,
         assert isinstance(database, InfluxDB)
         config = folder / "aggregator.yaml"
         config.write_text(yaml.safe_dump({
-            "state_dir": str(folder / "state"), "broker": login_of(broker),
+            "state_dir": str(folder / "state"), "broker": broker.section(AGGREGATOR),
             "influxdb": {"url": database.url}, **settings,
         }))  # fmt: skip
         log = folder / "aggregator.log"
@@ -247,7 +242,7 @@ def aggregator_drain(
             "share_group": "bench-aggregator" if role != ["rollup"] else "bench-rollup",
             "roles": role,
             "state_dir": str(folder / f"aggregator-{i}"),
-            "broker": login_of(broker),
+            "broker": broker.section(AGGREGATOR),
             "influxdb": {"url": database.url, "database": db},
             "status_s": 0.1,
         }

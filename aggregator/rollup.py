@@ -2,18 +2,18 @@
 
 Each counting line contributes its net flow (in - out) since the aggregator first saw it. A count
 window moves the line's contribution to its new cumulative totals, so a duplicate, a replay or an
-older window changes nothing, and a lost window is made up by the next one.
+older window changes nothing, and a lost window is made up by the next one. Each entrance adds its
+lines' contributions to every zone it is a boundary of (``Site.boundary_entrances``: +1 where ``in``
+enters the zone, -1 where it leaves it), which makes a parent's occupancy the sum of its children's.
 
 Devices are not trusted with their totals: a window whose totals moved further than the entrance can
 pass people in the time since the line's last window (by the data's clock or, when a device's clock
-stepped back and its windows were too old to apply meanwhile, by this one's) or moved back is refused whole
-(``ImplausibleTotalsError``) and changes nothing. After a reboot (a new boot id) such totals are a new
-counter (a replaced device, lost state): only the window's own counts are taken. Within one boot, when
-the next window agrees with the refused one, the counter really moved on: it is followed from there,
-again taking only that window's own counts. Either way no single message can move a zone by more than
-one window's (validated) counts. Each entrance adds its
-lines' contributions to every zone it is a boundary of (``Site.boundary_entrances``: +1 where ``in``
-enters the zone, -1 where it leaves it), which makes a parent's occupancy the sum of its children's.
+stepped back and its windows were too old to apply meanwhile, by this one's), or moved back, is
+refused whole (``ImplausibleTotalsError``) and changes nothing. After a reboot (a new boot id) such
+totals are a new counter (a replaced device, lost state): only the window's own counts are taken.
+Within one boot, when the next window agrees with the refused one, the counter really moved on: it is
+followed from there, again taking only that window's own counts. Either way no single message can
+move a zone by more than one window's (validated) counts.
 
 Drift is corrected on purpose, and every correction is recorded (measurement ``corrections``):
 - an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
@@ -161,7 +161,8 @@ class RollUp:
         own = window.in_ - window.out
         if old is None:  # first sight: the line counts from this window on
             return own
-        moved = self._moved(old, window, entrance, self._clock() - self._applied_at.get(key, self._clock()))
+        now = self._clock()
+        moved = self._moved(old, window, entrance, now - self._applied_at.get(key, now))
         if moved is None:
             self._suspects.pop(key, None)
             return old.net + (window.total_in - old.total_in) - (window.total_out - old.total_out)

@@ -91,11 +91,13 @@ class Dedup:
 
     def seen(self, device: str, boot_id: str, seq: int) -> bool:
         boots = self._seen.setdefault(device, OrderedDict())
-        mark, above = boots.get(boot_id, (-1, set()))
-        boots[boot_id] = (mark, above)
-        boots.move_to_end(boot_id)
-        while len(boots) > self.BOOTS:
-            boots.popitem(last=False)
+        if boot_id in boots:
+            boots.move_to_end(boot_id)
+        else:
+            boots[boot_id] = (-1, set())
+            if len(boots) > self.BOOTS:
+                boots.popitem(last=False)
+        mark, above = boots[boot_id]
         if seq <= mark or seq in above:
             return True
         above.add(seq)

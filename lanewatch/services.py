@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from lanewatch.brokerconfig import BrokerFiles
@@ -172,6 +172,10 @@ class Mosquitto(_Server):
     def login(self, user: str) -> BrokerConfig:
         """The ``broker:`` settings of a device, a person or the aggregator on this broker."""
         return self.files.login(user, host=self.host)
+
+    def section(self, user: str, **overrides: object) -> dict[str, Any]:
+        """``login(user)`` as the ``broker:`` section of a YAML config, with ``overrides``."""
+        return {**self.login(user).model_dump(mode="json", exclude_none=True), **overrides}
 
     def command(self) -> list[str]:
         binary = find_binary("mosquitto")

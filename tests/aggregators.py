@@ -17,7 +17,7 @@ from aggregator import traffic
 from lanewatch import contract as c
 from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site.model import Site
-from tests.conftest import EXAMPLE_SITE, child_pids, connected, login_section, wait_until
+from tests.conftest import EXAMPLE_SITE, child_pids, connected, wait_until
 
 
 class AggregatorProcess:
@@ -28,7 +28,7 @@ class AggregatorProcess:
         influxdb = {"url": influx.url, "database": database, "spool_after_s": 1.0, **settings.pop("influxdb", {})}
         self.config = {
             "state_dir": str(self.folder / "state"),
-            "broker": login_section(server, "aggregator", keepalive_s=5),
+            "broker": server.section("aggregator", keepalive_s=5),
             "influxdb": influxdb,
             "status_s": 0.5,
             **settings,

@@ -210,11 +210,6 @@ def close(*clients: mqtt.Client) -> None:
         client.loop_stop()
 
 
-def login_section(broker: Mosquitto, user: str, **overrides: object) -> dict[str, Any]:
-    """The ``broker:`` section of ``user``'s YAML for this broker."""
-    return {**broker.login(user).model_dump(mode="json", exclude_none=True), **overrides}
-
-
 def run_cli(*args: str) -> click.testing.Result:
     """Invoke ``lanewatch`` in-process with stdout and stderr apart (click 8.1, for Python 3.9, and 8.2+)."""
     import inspect

@@ -12,7 +12,7 @@ import yaml
 
 from lanewatch import contract
 from lanewatch.services import Mosquitto
-from tests.conftest import Listener, connected, login_section, wait_until
+from tests.conftest import Listener, connected, wait_until
 from tests.test_contract import schema_for
 
 SITE, DEVICE = "sanfang-qixiang", "cam-wenru-west"
@@ -26,7 +26,7 @@ def write_config(tmp_path: Path, broker: Mosquitto, assets: Path, realtime: bool
         "model": str(assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
         "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
         "window_s": 1.0, "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"),
-        "broker": login_section(broker, DEVICE, keepalive_s=5),
+        "broker": broker.section(DEVICE, keepalive_s=5),
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

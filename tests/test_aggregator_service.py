@@ -510,12 +510,12 @@ def test_poisoned_messages_are_dead_letters_that_move_no_zone_and_the_technician
 
 
 def test_a_point_the_database_refuses_is_set_aside_alone_and_its_batch_is_stored(
-    mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:
     """InfluxDB refuses points whose field changed type (here `availability.online`, made a string by
     someone before). The availability point goes to the spool's `refused` table; the count windows and
     heartbeats written in the same batch are stored."""
-    db = database()
+    mosquitto, db = fresh_mosquitto, database()  # no other test's retained availability
     influxdb.query(f'CREATE DATABASE "{db}"')
     influxdb.write(db, f'availability,site=sanfang-qixiang,device=cam-ta-east online="yes" {int(time.time()) - 60}')
     aggregator = aggregators(mosquitto, influxdb, db, instance="agg-refused", share_group="g-refused").start()

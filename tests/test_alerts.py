@@ -12,14 +12,14 @@ import yaml
 
 from lanewatch import contract as c
 from lanewatch.services import Mosquitto
-from tests.conftest import connected, login_section, run_cli
+from tests.conftest import connected, run_cli
 from tests.samples import NOW, samples
 
 
 def receiver_config(tmp_path: Path, broker: Mosquitto, user: str = "control-room") -> Path:
     """A desk's YAML: its own login (password file, client certificate) on the site's broker."""
     path = tmp_path / "desk.yaml"
-    path.write_text(yaml.safe_dump({"broker": login_section(broker, user)}))
+    path.write_text(yaml.safe_dump({"broker": broker.section(user)}))
     return path
 
 

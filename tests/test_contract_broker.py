@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import queue
+from collections.abc import Iterator
 
 import jsonschema
 import paho.mqtt.client as mqtt
+import pytest
 
 from lanewatch import contract as c
 from lanewatch.services import Mosquitto
@@ -37,6 +39,19 @@ def _sender(broker: Mosquitto, kind: str) -> mqtt.Client:
     """Who may publish this kind: the device named in it, or the aggregator."""
     device = samples()[kind].device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
     return connected(broker, device or "aggregator", f"contract-{kind}")
+
+
+@pytest.fixture(autouse=True)
+def forget_retained(mosquitto: Mosquitto) -> Iterator[None]:
+    """The samples' retained messages are removed afterwards: on the session's broker, later tests'
+    aggregators would otherwise take the sample device's availability as their own data."""
+    yield
+    for kind, (_model, _template, retained) in c.KINDS.items():
+        if retained:
+            topic, _message, _retained = _published(kind)
+            sender = _sender(mosquitto, kind)
+            sender.publish(topic, b"", qos=c.QOS, retain=True).wait_for_publish(timeout=10)
+            close(sender)
 
 
 def test_every_kind_crosses_the_broker_intact(mosquitto: Mosquitto) -> None:

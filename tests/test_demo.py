@@ -25,7 +25,7 @@ from lanewatch.demo.runner import Footage, SiteRunner
 from lanewatch.demo.view import SiteState, listen
 from lanewatch.services import InfluxDB, Mosquitto, ServiceError
 from lanewatch.site import Site, load_site
-from tests.conftest import EXAMPLE_SITE, child_pids, login_section, unavailable, wait_until
+from tests.conftest import EXAMPLE_SITE, child_pids, unavailable, wait_until
 
 #: One lane behind one gate, small enough for the footage alone to fill it: four people walk in
 #: through TUD-Campus on every pass of the clip, and the lane holds three.
@@ -237,7 +237,7 @@ def test_with_a_broker_and_database_configured_the_demo_uses_them_and_starts_non
     mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path
 ) -> None:
     remote = AggregatorConfig.model_validate({
-        "broker": login_section(mosquitto, "aggregator"),
+        "broker": mosquitto.section("aggregator"),
         "influxdb": {"url": influxdb.url, "database": "demoremote"},
         "share_group": "demo-remote",
     })  # fmt: skip

@@ -19,7 +19,7 @@ from aggregator.influx import Database, rows
 from lanewatch import contract
 from lanewatch.services import InfluxDB, Mosquitto
 from tests.aggregators import AggregatorProcess, Desk
-from tests.conftest import login_section, wait_until
+from tests.conftest import wait_until
 
 DEVICE = "cam-wenru-west"
 
@@ -50,7 +50,7 @@ def test_a_device_clock_far_off_loses_and_doubles_nothing_and_is_reported(
         "model": str(shared_assets / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"),
         "lines": [{"name": "gate", "start": [0.5, 0.0], "end": [0.5, 1.0]}],
         "window_s": 1.0, "heartbeat_s": 2.0, "state_dir": str(tmp_path / "state"),
-        "broker": login_section(fresh_mosquitto, DEVICE),
+        "broker": fresh_mosquitto.section(DEVICE),
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -12,7 +12,6 @@ import yaml
 
 from edge_agent.sign import SimulatedSign
 from lanewatch.services import Mosquitto, free_port
-from tests.conftest import login_section
 
 LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
 
@@ -40,7 +39,7 @@ def _selftest(config: Path) -> subprocess.CompletedProcess:
 def test_a_healthy_device_passes(mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, protocol: str) -> None:
     """The broker check logs in as the agent does: its protocol, TLS, password and certificate."""
     sign = SimulatedSign()
-    login = login_section(mosquitto, "cam-wenru-west", protocol=protocol)
+    login = mosquitto.section("cam-wenru-west", protocol=protocol)
     try:
         result = _selftest(_config(tmp_path, shared_assets, login, sign.port))
     finally:

@@ -14,7 +14,7 @@ import yaml
 from edge_agent.serial_counter import SerialCounter
 from edge_agent.sign import encode
 from lanewatch.services import Mosquitto
-from tests.conftest import REPO, Listener, login_section, wait_until
+from tests.conftest import REPO, Listener, wait_until
 from tests.test_agent import SITE, start_agent, write_config
 
 
@@ -69,7 +69,7 @@ def test_the_agent_publishes_a_counters_windows(
     config = {
         "site": SITE, "device": device, "entrance": "huang-west", "source": f"serial:{fake.port}",
         "lines": [{"name": "mouth", "start": [0.5, 0.0], "end": [0.5, 1.0]}], "window_s": 0.5,
-        "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"), "broker": login_section(fresh_mosquitto, device),
+        "heartbeat_s": 0.2, "state_dir": str(tmp_path / "state"), "broker": fresh_mosquitto.section(device),
     }  # fmt: skip
     path = tmp_path / "device.yaml"
     path.write_text(yaml.safe_dump(config))
