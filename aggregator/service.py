@@ -1,7 +1,8 @@
 """The aggregator: MQTT intake in this process, validation and storage in a store process beside it.
 
 The intake subscribes (MQTT v5, shared subscription, persistent session, manual acknowledgements)
-and passes the raw messages to the store process (``aggregator.store``) in chunks. When the store
+and passes the raw messages to the store process (``aggregator.store``) in chunks (the typed
+messages of ``aggregator.handover``). When the store
 process reports a chunk stored (in InfluxDB or the spool), the intake acknowledges its messages to
 the broker; nothing is acknowledged before. Messages received on an earlier connection are not
 acknowledged on a later one: the broker redelivers them and the store treats them as duplicates.
@@ -21,8 +22,9 @@ from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 
+from aggregator import store
 from aggregator.config import AggregatorConfig
-from aggregator.store import Chunk, Reply, Store
+from aggregator.handover import Chunk, Publish, Ready, Reply, Stored
 from lanewatch import contract
 from lanewatch.site.model import Site
 
@@ -47,7 +49,9 @@ class Aggregator:
         self._published: dict[int, str] = {}  # message id -> topic, until the broker answers
         self._early: dict[int, Any] = {}  # message id -> the broker's answer, when it came before the id was noted
         self._lock = threading.Lock()  # the open chunk, the pending chunks, the connection generation
-        self._items: list[tuple[str, bytes, bool]] = []
+        self._topics: list[str] = []
+        self._payloads: list[bytes] = []
+        self._live: list[bool] = []
         self._mids: list[int] = []
         self._next_chunk = 0
         self._pending: dict[int, tuple[int, list[int]]] = {}  # chunk id -> (connection, message ids)
@@ -68,7 +72,7 @@ class Aggregator:
         from_store, replies_w = context.Pipe(duplex=False)
         level = logging.getLogger().getEffectiveLevel()
         worker = context.Process(
-            target=store_main, args=(self.site, self.config, to_store_r, replies_w, level), name="store", daemon=True
+            target=store.main, args=(self.site, self.config, to_store_r, replies_w, level), name="store", daemon=True
         )
         worker.start()
         to_store_r.close()
@@ -160,10 +164,12 @@ class Aggregator:
         # live enough to measure the device's clock by.
         live = message.properties is not None and hasattr(message.properties, "MessageExpiryInterval")
         with self._lock:
-            self._items.append((message.topic, bytes(message.payload), live))
+            self._topics.append(message.topic)
+            self._payloads.append(bytes(message.payload))
+            self._live.append(live)
             if message.qos:
                 self._mids.append(message.mid)
-            if len(self._items) >= CHUNK:
+            if len(self._topics) >= CHUNK:
                 self._full.set()
 
     # --- the main thread -------------------------------------------------------------------------
@@ -176,12 +182,12 @@ class Aggregator:
         """
         with self._lock:
             self._full.clear()
-            if not self._items:
+            if not self._topics:
                 return
-            chunk: Chunk = (self._next_chunk, self._items)
+            chunk = Chunk(self._next_chunk, self._topics, self._payloads, self._live)
             self._pending[self._next_chunk] = (self._generation, self._mids)
             self._next_chunk += 1
-            self._items, self._mids = [], []
+            self._topics, self._payloads, self._live, self._mids = [], [], [], []
         assert self._to_store is not None
         with contextlib.suppress(OSError):  # the store process is gone; the replies thread stops everything
             self._to_store.send(chunk)
@@ -198,17 +204,17 @@ class Aggregator:
                     log.error(self.failed)
                     self.stop()
                 return
-            if reply[0] == "stored":
+            if isinstance(reply, Stored):
                 with self._lock:
-                    done = [self._pending.pop(chunk) for chunk in reply[1]]
+                    done = [self._pending.pop(chunk) for chunk in reply.chunks]
                     generation = self._generation
                 for connection, mids in done:
                     if connection == generation:
                         for mid in mids:
                             self.client.ack(mid, contract.QOS)
-            elif reply[0] == "publish":
-                _kind, topic, payload, retain = reply
-                info = self.client.publish(topic, payload, qos=contract.QOS, retain=retain)
+            elif isinstance(reply, Publish):
+                topic = reply.topic
+                info = self.client.publish(topic, reply.payload, qos=contract.QOS, retain=reply.retain)
                 with self._answers:  # message ids are 16 bits: both maps stay small
                     early = self._early.pop(info.mid, None)
                     if early is None:
@@ -217,39 +223,5 @@ class Aggregator:
                     self._answered(topic, early)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # queued while reconnecting
                     log.warning("could not publish on %s (%s)", topic, mqtt.error_string(info.rc))
-            elif reply[0] == "ready":
+            elif isinstance(reply, Ready):
                 self._ready.set()
-
-
-def store_main(site: Site, config: AggregatorConfig, inbox: Connection, replies: Connection, level: int) -> None:
-    """The store process: take chunks from the intake until it sends None or goes away."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def reply(message: Reply) -> None:
-        with lock:  # the reader and the writer thread both reply
-            try:
-                replies.send(message)
-            except OSError:
-                stop.set()  # the intake is gone: nothing can be acknowledged any more
-
-    def receive(timeout: float) -> Optional[Chunk]:
-        try:
-            if not inbox.poll(timeout):
-                return None
-            item = inbox.recv()
-        except (EOFError, OSError):
-            item = None
-        if item is None:
-            stop.set()
-        return item
-
-    def wait(seconds: float) -> bool:
-        receive(seconds)  # nothing but the stop can come before "ready"
-        return stop.is_set()
-
-    store = Store(site, config, reply)
-    if store.prepare(wait):
-        reply(("ready",))
-        store.serve(receive, stop)

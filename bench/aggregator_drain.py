@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from aggregator.bench import backlog_arguments, run_bench
+from harness.sessions import backlog_arguments, run_bench
 
 
 def main() -> None:

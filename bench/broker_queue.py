@@ -21,12 +21,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from aggregator import traffic
-from aggregator.bench import create_session
+from harness import simulated
+from harness.servers import Mosquitto
+from harness.sessions import create_session
 from lanewatch import EXAMPLE_SITE
-from lanewatch.brokerconfig import AGGREGATOR, QUEUED_MESSAGE_MEMORY
-from lanewatch.services import Mosquitto
 from lanewatch.site import load_site
+from provisioning.brokerconfig import AGGREGATOR, QUEUED_MESSAGE_MEMORY
 
 
 def rss_kb(pid: int) -> int:
@@ -43,12 +43,12 @@ def main() -> None:
     site = load_site(EXAMPLE_SITE)
     windows = round(args.hours * 3600 / 5)
     start = datetime.now(timezone.utc) - timedelta(hours=args.hours)
-    backlog = list(traffic.stream(traffic.devices(site), windows, start=start, window_s=5.0, heartbeat_every=6))
+    backlog = list(simulated.stream(simulated.devices(site), windows, start=start, window_s=5.0, heartbeat_every=6))
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-queue-"))
     with Mosquitto.for_site(site, folder / "mosquitto") as broker:
         assert isinstance(broker, Mosquitto)
         create_session(broker, "aggregator-1", "lanewatch-aggregator", site.site.id)
-        publisher = traffic.Publisher(broker.login)
+        publisher = simulated.Publisher(broker.login)
         for device in site.devices:  # every device connected before the measurement starts
             publisher.client(device.id)
         time.sleep(1)

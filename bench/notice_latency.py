@@ -25,10 +25,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from aggregator import traffic
-from aggregator.bench import local_aggregator
+from harness import simulated
+from harness.servers import Mosquitto
+from harness.sessions import local_aggregator
 from lanewatch import EXAMPLE_SITE, contract
-from lanewatch.services import Mosquitto
 from lanewatch.site import load_site
 
 
@@ -70,11 +70,11 @@ def measure(site: object, broker: Mosquitto, trials: int) -> list[float]:
     officer.connect(listener, wait=True)
     listener.subscribe("lanewatch/v1/sanfang-qixiang/zones/yijin/notices", qos=1)
     listener.loop_start()
-    publisher = traffic.Publisher(broker.login)
-    fleet = traffic.devices(site)  # type: ignore[arg-type]
+    publisher = simulated.Publisher(broker.login)
+    fleet = simulated.devices(site)  # type: ignore[arg-type]
     deadline = time.monotonic() + 120
     while True:  # until the aggregator is up and has heard every device: yijin turns green
-        publisher.send(traffic.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0))
+        publisher.send(simulated.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0))
         try:
             if arrivals.get(timeout=1.0)[1].level == "green":
                 break

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.assets import assets_folder
+
 HERE = Path(__file__).resolve().parent
 LANEWATCH = str(Path(sys.executable).with_name("lanewatch"))
 
@@ -56,7 +58,7 @@ def _machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--assets", type=Path, default=HERE.parents[1] / "shared" / "assets")
+    parser.add_argument("--assets", type=Path, default=assets_folder())
     parser.add_argument("--devices", type=int, default=400)
     parser.add_argument("--windows", type=int, default=120)
     parser.add_argument("--json", action="store_true")

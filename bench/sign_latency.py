@@ -21,8 +21,8 @@ from edge_agent.config import SignConfig
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.sign import SignDriver, SimulatedSign
+from harness.servers import Mosquitto
 from lanewatch import EXAMPLE_SITE, contract
-from lanewatch.services import Mosquitto
 from lanewatch.site import load_site
 
 SITE, ENTRANCE = "sanfang-qixiang", "wenru-west"

@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from harness.assets import assets_folder
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from counting_accuracy import CLIPS, KEYS, MODELS, VARIANTS, describe, frames, lines, score, truth
 
@@ -74,7 +76,7 @@ TRACKERS: dict[str, Callable[[float], Step]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets")
+    parser.add_argument("--assets", type=Path, default=assets_folder())
     args = parser.parse_args()
     for model, path in MODELS.items():
         detector = Detector(str(args.assets / "models" / path))

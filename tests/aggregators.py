@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import yaml
 
-from aggregator import traffic
+from harness import simulated
+from harness.servers import InfluxDB, Mosquitto
 from lanewatch import contract as c
-from lanewatch.services import InfluxDB, Mosquitto
 from lanewatch.site.model import Site
 from tests.conftest import EXAMPLE_SITE, child_pids, connected, wait_until
 
@@ -41,7 +41,7 @@ class AggregatorProcess:
     def start(self, site_file: Path = EXAMPLE_SITE) -> AggregatorProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "lanewatch.cli", "aggregator", "run", "--site", str(site_file),
+                [sys.executable, "-m", "console", "aggregator", "run", "--site", str(site_file),
                  "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
@@ -102,18 +102,18 @@ def windows_stored(influx: InfluxDB, database: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def expected_totals(fleet: list[traffic.SimulatedDevice]) -> dict[tuple[str, str], tuple[int, int, int]]:
+def expected_totals(fleet: list[simulated.SimulatedDevice]) -> dict[tuple[str, str], tuple[int, int, int]]:
     return {(d.device, line): (t[0], t[1], d.seq // len(d.lines)) for d in fleet for line, t in d.totals.items()}
 
 
-def all_stored(influx: InfluxDB, database: str, fleet: list[traffic.SimulatedDevice]) -> bool:
+def all_stored(influx: InfluxDB, database: str, fleet: list[simulated.SimulatedDevice]) -> bool:
     try:
         return stored_totals(influx, database) == expected_totals(fleet)
     except Exception:  # the database is down or not created yet
         return False
 
 
-def expected_raw(site: Site, fleet: Iterable[traffic.SimulatedDevice]) -> dict[str, int]:
+def expected_raw(site: Site, fleet: Iterable[simulated.SimulatedDevice]) -> dict[str, int]:
     """Every zone's net flow (in - out over its boundary), from what the devices counted."""
     net: dict[str, int] = {}
     entrance_of = {d.id: d.entrance for d in site.devices}

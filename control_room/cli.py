@@ -1,0 +1,176 @@
+"""``lanewatch alerts``, ``dashboards`` and ``report``: the control room's and the receivers' commands."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import click
+
+from lanewatch.cliopts import site_option
+
+if TYPE_CHECKING:
+    from lanewatch.mqttconfig import BrokerConfig
+    from lanewatch.site.model import Site
+
+
+# --- alerts: the receivers' side ------------------------------------------------------------------
+
+
+@click.group()
+def alerts() -> None:
+    """Crowd levels and diversion notices, live.
+
+    What grid staff and the control room see when a zone fills: every zone's current level, and the
+    notices as they are sent. Both read the broker only (retained levels, QoS 1 notices).
+    """
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="a YAML file with a broker: section (host, port, username, password_file, TLS files) "
+    "[default: a local broker on 1883]",
+)  # fmt: skip
+
+
+def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, BrokerConfig]:
+    from control_room.alerts import ReceiverConfig
+    from lanewatch.mqttconfig import BrokerConfig
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import load_model, or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    if config_path is None:
+        return site, BrokerConfig()
+    return site, or_exit(lambda: load_model(config_path, ReceiverConfig)).broker
+
+
+@alerts.command("state")
+@site_option
+@config_option
+@click.option("--wait", "wait_s", type=float, default=3.0, show_default=True, help="seconds to wait for the levels")
+def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float) -> None:
+    """Print every zone's current level, occupancy and coverage, from the retained state."""
+    from control_room.alerts import state_lines, states
+
+    site, broker = _receiver(site_file, config_path)
+    for line in state_lines(site, states(site, broker, wait_s)):
+        click.echo(line)
+
+
+@alerts.command("watch")
+@site_option
+@config_option
+@click.option("--zone", help="only this zone and the zones inside it (e.g. a grid officer's grid)")
+@click.option("--count", type=click.IntRange(1), help="stop after this many notices [default: run until Ctrl-C]")
+def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[str], count: Optional[int]) -> None:
+    """Show diversion notices as they arrive, coloured by level, with their actions and text."""
+    from control_room.alerts import watch
+
+    site, broker = _receiver(site_file, config_path)
+    if zone is not None and zone not in site.zones_by_id:
+        raise click.BadParameter(f"no zone {zone!r}; zones: {', '.join(site.zones_by_id)}", param_hint="--zone")
+    click.echo(
+        f"watching notices for {zone or 'every zone'} of {site.site.id} on {broker.host}:{broker.port}", err=True
+    )
+    try:
+        for line in watch(site, broker, zone, count):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.group()
+def dashboards() -> None:
+    """The control room's Grafana boards, generated from the site inventory.
+
+    Overview, Zone (one zone at a time), Devices and Trends, InfluxQL on the aggregator's InfluxDB.
+    Install them either way: mount the files `build` writes (Grafana file provisioning), or `push`
+    them to a running Grafana through its HTTP API.
+    """
+
+
+@dashboards.command("build")
+@site_option
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+def dashboards_build(site_file: Path, outdir: Path) -> None:
+    """Write the dashboards' JSON into OUTDIR and Grafana's provisioning files into OUTDIR/provisioning."""
+    from control_room.dashboards import write, write_provisioning
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    for path in write(site, outdir) + write_provisioning(outdir / "provisioning"):
+        click.echo(f"wrote {path}")
+    click.echo(
+        f"mount {outdir / 'provisioning'} as /etc/grafana/provisioning and {outdir} as "
+        "/var/lib/grafana/dashboards/lanewatch (see dashboards/README.md)"
+    )
+
+
+@dashboards.command("push")
+@site_option
+@click.option("--url", envvar="GRAFANA_URL", default="http://127.0.0.1:3000", show_default=True,
+              help="Grafana's address (or GRAFANA_URL)")  # fmt: skip
+def dashboards_push(site_file: Path, url: str) -> None:
+    """Save the dashboards in Grafana's folder "LaneWatch" (token: GRAFANA_TOKEN). Re-running updates them."""
+    import os
+
+    from control_room.grafana import PushError, push
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    token = os.environ.get("GRAFANA_TOKEN", "")
+    if not token:
+        raise click.ClickException("set GRAFANA_TOKEN to a Grafana service account token (role Editor)")
+    site = or_exit(lambda: load_site(site_file))
+    try:
+        push(site, url, token, say=click.echo)
+    except PushError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@site_option
+@click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
+              help="a local calendar day, an ISO week (Monday to Sunday) or a calendar month")  # fmt: skip
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="a day in the period [default: yesterday at the site]")  # fmt: skip
+@click.option("--out", "outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="where the Markdown, CSV and PNG files go")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the aggregator's YAML configuration, for its influxdb: section [default: local InfluxDB 1.x]",
+)
+def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, config_path: Optional[Path]) -> None:
+    """Daily, weekly and monthly reports for the control room (Markdown, CSV, PNG charts).
+
+    Peaks per zone and when, hours yellow and red, busiest entrances, the hourly profile, device
+    availability and notices sent, from the aggregator's InfluxDB: SITE-PERIOD-START.md with its CSV
+    tables and PNG charts in --out.
+    """
+    from zoneinfo import ZoneInfo
+
+    from aggregator.config import load_aggregator_config
+    from aggregator.influx import Database, DatabaseError
+    from control_room import reports
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    site = or_exit(lambda: load_site(site_file))
+    config = or_exit(lambda: load_aggregator_config(config_path))
+    when = day.date() if day else datetime.now(ZoneInfo(site.site.timezone)).date() - timedelta(days=1)
+    db = Database(config.influxdb)
+    try:
+        with click.progressbar(length=len(reports.STEPS), label="querying InfluxDB", file=sys.stderr) as bar:
+            collected = reports.collect(site, db, period, when, step=lambda _what: bar.update(1))
+    except DatabaseError as exc:
+        raise click.ClickException(f"{exc} (the report reads the aggregator's database: see --config)") from None
+    finally:
+        db.close()
+    for path in reports.write(collected, outdir):
+        click.echo(f"wrote {path}")

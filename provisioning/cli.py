@@ -1,0 +1,146 @@
+"""``lanewatch site``: check a site inventory, show it, generate the broker's and the devices' configuration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import click
+
+if TYPE_CHECKING:
+    from lanewatch.site import Site
+
+
+@click.group()
+def site() -> None:
+    """Check and explore a site inventory.
+
+    The site inventory lists zones, entrances, devices, signs and people.
+
+    The inventory is the YAML file in firmware_config/ that everything else is generated from.
+    """
+
+
+@site.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def site_validate(files: tuple[Path, ...]) -> None:
+    """Check inventory FILES; print one line per problem (FILE:LINE: PATH: WHAT) and exit 1 if any.
+
+    Checks the shape of every item (missing fields, wrong types, negative capacities, unknown
+    fields) and the references between them (unknown or duplicate ids, the hierarchy and its
+    cycles, entrances without a zone or a device, signs driven from another entrance...).
+    """
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import ConfigError
+
+    failed = False
+    for path in files:
+        try:
+            loaded = load_site(path)
+        except ConfigError as exc:
+            failed = True
+            for line in exc.lines():
+                click.echo(line, err=True)
+            click.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+        else:
+            click.echo(
+                f"{path}: OK ({len(loaded.zones)} zones, {len(loaded.entrances)} entrances, "
+                f"{len(loaded.devices)} devices, {len(loaded.signs)} signs)"
+            )
+    sys.exit(1 if failed else 0)
+
+
+@site.command("show")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def site_show(file: Path) -> None:
+    """Print FILE's hierarchy as a tree: area, grids, entrances, with capacities and who is responsible."""
+    click.echo(_render(_load_or_exit(file)))
+
+
+@site.command("device-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("device_id")
+@click.option("--source", help="frame source [default: picamera2 for cameras, camera:0 otherwise]")
+@click.option("--model", "model_path", help="TFLite model path on the device")
+@click.option("--state-dir", help="where the device keeps its outbox and totals [default: /var/lib/lanewatch]")
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--broker-port", type=int, default=1883, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
+def site_device_config(
+    file: Path, device_id: str, source: Optional[str], model_path: Optional[str], state_dir: Optional[str],
+    broker_host: str, broker_port: int, out: Optional[Path],
+) -> None:  # fmt: skip
+    """Generate the YAML configuration of DEVICE_ID from the site inventory FILE.
+
+    Ids, entrance, counting lines and sign come from the inventory; pass what only the installation
+    knows. Secrets are never written: set broker.password_file or broker.password_env afterwards.
+    """
+    import yaml
+
+    from edge_agent.config import device_config
+
+    settings = {
+        key: value for key, value in {"source": source, "model": model_path, "state_dir": state_dir}.items() if value
+    }
+    try:
+        config = device_config(_load_or_exit(file), device_id, broker={"host": broker_host, "port": broker_port},
+                               **settings)  # fmt: skip
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = f"# LaneWatch device {device_id}, generated from {file}: lanewatch site device-config\n"
+    text += yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+
+
+@site.command("broker-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=8883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="address the broker listens on")
+@click.option("--tls-host", "tls_hosts", multiple=True, help="name or address clients use to reach the broker")
+@click.option(
+    "--outage-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="the longest aggregator outage the broker must hold every device message through",
+)
+def site_broker_config(
+    file: Path, folder: Path, port: int, bind: str, tls_hosts: tuple[str, ...], outage_hours: float
+) -> None:
+    """Generate the broker's users, ACLs, TLS certificates and limits for the site FILE into FOLDER.
+
+    One user per device (publishes only under its own topics, reads only its entrance's notices),
+    the aggregator, and every person (reads only their grids); client ids and certificates bound to
+    their users (a plugin built here: needs gcc, mosquitto-dev and libssl-dev); QoS 2 and oversized
+    packets refused; the aggregator's queue sized for --outage-hours. Include FOLDER/lanewatch.conf
+    from Mosquitto's conf.d. Hand each device its secrets/<id>.password and tls/clients/<id>.*; never
+    commit FOLDER. Existing passwords and keys are kept.
+    """
+    from provisioning.brokerconfig import BrokerConfigError, generate
+
+    site = _load_or_exit(file)
+    try:
+        files = generate(site, folder, port=port, host=bind, tls_hosts=tls_hosts, outage_hours=outage_hours)
+    except BrokerConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {files.config} ({len(files.users)} users; ACL {files.acl}; passwords {files.passwords})")
+    click.echo(files.budget.describe())
+
+
+def _load_or_exit(path: Path) -> Site:
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    return or_exit(lambda: load_site(path))
+
+
+def _render(loaded: Site) -> str:
+    from lanewatch.site.tree import render_tree
+
+    return render_tree(loaded)

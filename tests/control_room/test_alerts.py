@@ -1,0 +1,82 @@
+"""`lanewatch alerts`: what a staff desk sees — every zone's level at once, and notices as they come."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from harness.servers import Mosquitto
+from lanewatch import contract as c
+from tests.conftest import connected, run_cli
+from tests.samples import NOW, samples
+
+
+def receiver_config(tmp_path: Path, broker: Mosquitto, user: str = "control-room") -> Path:
+    """A desk's YAML: its own login (password file, client certificate) on the site's broker."""
+    path = tmp_path / "desk.yaml"
+    path.write_text(yaml.safe_dump({"broker": broker.section(user)}))
+    return path
+
+
+def sender(broker: Mosquitto) -> mqtt.Client:
+    """The aggregator, the one who may publish levels and notices."""
+    return connected(broker, "aggregator", "test")
+
+
+def test_state_prints_every_zone_with_its_retained_level(fresh_mosquitto: Mosquitto, tmp_path: Path) -> None:
+    client = sender(fresh_mosquitto)
+    red = samples()["level"]
+    green = red.model_copy(update={"zone": "yijin", "level": "green", "occupancy": 300, "capacity": 1300,
+                                   "reason": "occupancy 23% of capacity 1300"})  # fmt: skip
+    for state in (red, green):
+        client.publish(c.topic_for(state), c.encode(state), qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    result = run_cli("alerts", "state", "--config", str(receiver_config(tmp_path, fresh_mosquitto)), "--wait", "2")
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(lines) == {"sfqx", "west", "east", "yijin", "wenru", "guanglu", "nanhou", "alleys-north", "alleys-south"}
+    assert "RED" in lines["nanhou"]
+    assert "5,612 / 5,500" in lines["nanhou"]
+    assert "occupancy 102% of capacity" in lines["nanhou"]
+    assert "GREEN" in lines["yijin"]
+    assert "no level published yet" in lines["wenru"]
+
+
+def test_watch_shows_the_notices_of_a_grid_and_the_grids_inside_it(fresh_mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = receiver_config(tmp_path, fresh_mosquitto)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "console", "alerts", "watch", "--config", str(config), "--zone", "east",
+         "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    east = samples()["zone_notice"]  # Nanhou Street, inside the east grid
+    west = east.model_copy(update={"zone": "yijin", "id": "0" * 31 + "1", "time": NOW})
+    client = sender(fresh_mosquitto)
+    deadline = time.monotonic() + 30
+    while watcher.poll() is None and time.monotonic() < deadline:  # until its subscription is up
+        for notice in (west, east):
+            client.publish(c.topic_for(notice), c.encode(notice), qos=1).wait_for_publish(10)
+        time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    assert "watching notices for east of sanfang-qixiang" in err
+    first, second = out.splitlines()  # one notice, shown once however often it came
+    assert "RED" in first
+    assert "南后街 Nanhou Street (nanhou) 5,612/5,500 rising, was yellow" in first
+    assert "close nanhou-north; meter nanhou-south; divert to alleys-south" in first
+    assert "南后街已满" in second
+    assert "yijin" not in out
+
+
+def test_watch_names_the_zones_when_given_an_unknown_one() -> None:
+    result = run_cli("alerts", "watch", "--zone", "nowhere")
+    assert result.exit_code == 2
+    assert "no zone 'nowhere'; zones: sfqx, west, east" in result.stderr

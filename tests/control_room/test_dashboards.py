@@ -1,0 +1,126 @@
+"""The control room's Grafana boards: generated from the inventory, committed, loadable by Grafana's own
+models, and every panel's query returns data from what the aggregator stored for a real week."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from control_room.dashboards import build, write, write_provisioning
+from lanewatch.site import load_site
+from tests.conftest import EXAMPLE_SITE, REPO, ReplayedWeek, run_cli
+
+SITE = load_site(EXAMPLE_SITE)
+BOARDS = build(SITE)
+#: Grafana's core panel plugins that the boards use (all in Grafana 10 and 11).
+CORE_PANELS = {"stat", "bargauge", "timeseries", "table", "state-timeline"}
+
+
+def queries(board: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, InfluxQL) for every panel target and annotation of a dashboard."""
+    out = [(f"{board['uid']} / {p['title']}", t["query"]) for p in board["panels"] for t in p["targets"]]
+    out += [(f"{board['uid']} / annotation {a['name']}", a["query"]) for a in board["annotations"]["list"]]
+    return out
+
+
+def expand(query: str, variables: dict[str, tuple[str, str]]) -> str:
+    """What Grafana sends: $timeFilter, $__interval and each variable's value or ${name:text}."""
+    query = query.replace("$timeFilter", "time >= now() - 9d").replace("$__interval", "5m")
+    for name, (text, value) in variables.items():
+        query = query.replace(f"${{{name}:text}}", text).replace(f"${{{name}}}", value).replace(f"${name}", value)
+    assert not re.search(r"\$(?!tag_)[\w{]", query), query  # nothing left unexpanded
+    return query
+
+
+def test_the_committed_dashboards_are_what_the_generator_builds(tmp_path: Path) -> None:
+    written = write(SITE, tmp_path) + write_provisioning(tmp_path / "provisioning")
+    for path in written:
+        committed = REPO / "dashboards" / path.relative_to(tmp_path)
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"{committed} is stale: run `lanewatch dashboards build dashboards`"
+        )
+
+
+def test_the_build_command_writes_dashboards_and_provisioning(tmp_path: Path) -> None:
+    result = run_cli("dashboards", "build", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == sorted(BOARDS)
+    provider = (tmp_path / "out" / "provisioning" / "dashboards" / "lanewatch.yaml").read_text()
+    assert "folderUid: lanewatch" in provider
+    datasource = (tmp_path / "out" / "provisioning" / "datasources" / "lanewatch.yaml").read_text()
+    assert "uid: lanewatch-influxdb" in datasource
+    assert "$INFLUXDB_PASSWORD" in datasource  # from Grafana's environment, never in the file
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_each_dashboard_loads_in_grafanas_own_dashboard_model(name: str) -> None:
+    board = BOARDS[name]
+    loaded = json.loads(json.dumps(Dashboard.from_json(json.loads(json.dumps(board))), cls=JSONEncoder))
+    assert loaded["uid"] == board["uid"]
+    assert [p["title"] for p in loaded["panels"]] == [p["title"] for p in board["panels"]]
+    assert [[t["query"] for t in p["targets"]] for p in loaded["panels"]] == [
+        [t["query"] for t in p["targets"]] for p in board["panels"]
+    ]
+    assert {p["type"] for p in board["panels"]} <= CORE_PANELS
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    cells: set[tuple[int, int]] = set()
+    for p in board["panels"]:  # on Grafana's 24-column grid, no two panels overlap
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, p["title"]
+        cells |= mine
+
+
+def test_the_zone_board_offers_every_zone_with_its_own_boundary_entrances() -> None:
+    (variable,) = BOARDS["zone.json"]["templating"]["list"]
+    options = {o["text"]: set(o["value"].split("|")) for o in variable["options"]}
+    assert set(options) == {z.id for z in SITE.zones}
+    assert options["nanhou"] == {e.id for e, _sign in SITE.boundary_entrances("nanhou")}
+    assert "yijin-east" in options["nanhou"]  # a lane mouth bounds both the lane and the street
+    assert options[SITE.root.id] == {e.id for e in SITE.entrances if e.outside is None}
+
+
+def test_every_panel_query_returns_data_from_a_replayed_week(replayed_week: ReplayedWeek) -> None:
+    """Each query of each board, for every zone of the zone board, against what the aggregator stored."""
+    (variable,) = BOARDS["zone.json"]["templating"]["list"]
+    empty = []
+    checked = 0
+    for name, board in BOARDS.items():
+        choices = [{"zone": (o["text"], o["value"])} for o in variable["options"]] if name == "zone.json" else [{}]
+        for variables in choices:
+            for what, query in queries(board):
+                if variables.get("zone") and "warnings" in query and not _warned(replayed_week, variables):
+                    continue  # a zone that was never warned has no warnings to show
+                answer = requests.get(
+                    f"{replayed_week.influx.url}/query",
+                    params={"db": replayed_week.database, "q": expand(query, variables)},
+                    timeout=60,
+                ).json()
+                result = answer["results"][0]
+                assert "error" not in result, (what, result["error"])
+                if not any(series["values"] for series in result.get("series", [])):
+                    empty.append(f"{what} {variables}")
+                checked += 1
+    assert empty == []
+    assert checked > 60
+
+
+def _warned(week: ReplayedWeek, variables: dict[str, tuple[str, str]]) -> bool:
+    zone = variables["zone"][0]
+    return any(n.kind == "predicted_red" and n.zone == zone for n in week.notices)
+
+
+def test_queries_only_name_measurements_and_fields_the_aggregator_writes() -> None:
+    schema = (REPO / "docs" / "influxdb.md").read_text()
+    for _board, board in BOARDS.items():
+        for what, query in queries(board):
+            for measurement in re.findall(r'FROM "(\w+)"', query):
+                assert f"`{measurement}`" in schema, (what, measurement)
