@@ -93,6 +93,11 @@ class LevelEngine:
     def level(self, zone_id: str) -> str:
         return self.zones[zone_id].level
 
+    def escalates(self, state: ZoneState) -> bool:
+        """Whether the numbers now call for a higher level than the zone shows (escalation is immediate)."""
+        current = self.zones[state.zone].level
+        return current != "unknown" and RANK[_target(self.rule(state.zone), state)[0]] > RANK[current]
+
     def update(self, state: ZoneState, coverage: float, missing: list[str], when: datetime) -> Optional[Change]:
         """The zone's new level after this observation; a Change when it differs from the last one."""
         zone = self.zones[state.zone]

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 86_400  # the broker keeps the aggregator's queue this long while it is down
 CHUNK = 500  # messages per hand-over to the store process
+#: How long a chunk may wait for more messages after its first: at full rate chunks fill first; a lone
+#: window that turns a zone red goes on after this, not after a flush interval.
+LINGER_S = 0.005
 
 
 class Aggregator:
@@ -58,6 +61,7 @@ class Aggregator:
         self._generation = 0
         self._stop = threading.Event()
         self._full = threading.Event()  # a chunk's worth is waiting
+        self._any = threading.Event()  # a chunk has begun
         self._closing = False
         self._to_store: Optional[Connection] = None
         self.connected = threading.Event()
@@ -91,7 +95,8 @@ class Aggregator:
         self.client.loop_start()
         try:
             while not self._stop.is_set():
-                self._full.wait(self.config.influxdb.flush_interval_s / 2)
+                if self._any.wait(self.config.influxdb.flush_interval_s / 2):
+                    self._full.wait(LINGER_S)
                 self._send_chunk()
         finally:
             self._closing = True  # from here on, messages stay unacknowledged for the next start
@@ -102,6 +107,7 @@ class Aggregator:
 
     def stop(self) -> None:
         self._stop.set()
+        self._any.set()
         self._full.set()
 
     def _finish(self, worker: Any, replies: threading.Thread) -> None:
@@ -169,6 +175,7 @@ class Aggregator:
             self._live.append(live)
             if message.qos:
                 self._mids.append(message.mid)
+            self._any.set()
             if len(self._topics) >= CHUNK:
                 self._full.set()
 
@@ -182,6 +189,7 @@ class Aggregator:
         """
         with self._lock:
             self._full.clear()
+            self._any.clear()
             if not self._topics:
                 return
             chunk = Chunk(self._next_chunk, self._topics, self._payloads, self._live)

@@ -106,15 +106,17 @@ class Store:
         next_status = time.monotonic()
         while True:
             chunk = receive(max(0.0, next_cut - time.monotonic()))
+            urgent = False
             if chunk is not None:
                 self.take(chunk)
                 if self.watch is not None:
                     self.watch.last_chunk = time.monotonic()
+                    urgent = self.watch.urgent()
             now = time.monotonic()
             if now >= next_status:
                 self._report()
                 next_status = now + self.config.status_s
-            if now >= next_cut or len(self._open.lines) >= self.config.influxdb.batch_size:
+            if urgent or now >= next_cut or len(self._open.lines) >= self.config.influxdb.batch_size:
                 self.cut()
                 next_cut = now + interval
             if stop.is_set():

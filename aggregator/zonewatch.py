@@ -1,8 +1,10 @@
 """Crowd levels, early warnings and their notices, judged on the data's own clock.
 
-Live, the zones are judged at every batch cut. In a backlog or a replay they are judged whenever the
-data's time moves on by ``levels.step_s`` (and when the stream pauses), so that the levels follow
-the data's timeline step by step however fast it is caught up, and dwell times hold.
+Live, the zones are judged at every batch cut, and at once when a window calls for a higher level
+(a batch is then cut at that window: the notice does not wait for the flush interval). In a backlog
+or a replay they are judged whenever the data's time moves on by ``levels.step_s`` (and when the
+stream pauses), so that the levels follow the data's timeline step by step however fast it is
+caught up, and dwell times hold.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ class ZoneWatch:
         if self.health.all_heard() and self._settled():
             self.evaluate(lines)
         lines.extend(self.rollup.take_points())
+
+    def urgent(self) -> bool:
+        """Live data calls for a higher level than a zone shows: judge and store now, not at the next cut."""
+        data = self.data_time
+        if data is None or data == self.evaluated or datetime.now(timezone.utc) - data >= self.step:
+            return False
+        return self.health.all_heard() and any(self.levels.escalates(state) for state in self.rollup.zones())
 
     def _settled(self) -> bool:
         data = self.data_time

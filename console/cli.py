@@ -133,6 +133,14 @@ def _footage_option(value: str) -> tuple[str, Path, tuple[float, float, float, f
 )
 @click.option("--no-footage", is_flag=True, help="every device plays real traffic; no agent counts video")
 @click.option(
+    "--counters",
+    type=click.Choice(["exact", "commercial", "camera"]),
+    default="exact",
+    show_default=True,
+    help="how the traffic devices count: exactly, or erring like counters sold for the job or like camera "
+    "counters (missed and false counts, one dirty lens for a day): watch occupancy drift",
+)
+@click.option(
     "--model",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -175,6 +183,7 @@ def demo(
     site_file: Path,
     footage: tuple[str, ...],
     no_footage: bool,
+    counters: str,
     model: Optional[Path],
     speed: float,
     start: Optional[datetime],
@@ -202,6 +211,7 @@ def demo(
     from console.demo import view
     from console.demo.runner import SSD_MODEL, Footage, SiteRunner, default_footage
     from harness.assets import assets_folder
+    from harness.miscount import MODELS
     from harness.servers import ServiceError
     from lanewatch.site import load_site
     from lanewatch.yamlconfig import or_exit
@@ -227,7 +237,7 @@ def demo(
                    err=True)  # fmt: skip
     model = model or assets_folder(assets) / SSD_MODEL
     runner = SiteRunner(site, root, clips, model=model, speed=speed, start=start.time() if start else None,
-                        remote=remote)  # fmt: skip
+                        remote=remote, counters=MODELS[counters])  # fmt: skip
     console = Console() if sys.stdout.isatty() else Console(width=140)
     # The aggregator's store process and the libraries log to stderr: into the demo's log instead,
     # so that the screen stays readable. The demo's own errors still reach the terminal.

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Optional
 
-from aggregator.config import LevelsConfig
+import numpy as np
+
+from aggregator.config import InfluxConfig, LevelsConfig
 from aggregator.forecast import Score, score
+from aggregator.influx import Database, rows
+from harness.miscount import worst_drift
 from harness.realtraffic import Traffic, messages
 from harness.simulated import Publisher, devices
 from lanewatch import contract
@@ -109,6 +113,18 @@ class Judgement:
     bad_diversions: list[str] = field(default_factory=list)
     changes: Counter = field(default_factory=Counter)  # level -> number of changes into it
     warnings: Optional[Score] = None
+    worst_drift: Optional[float] = None  # the stored occupancy's largest gap to the truth, share of capacity
+    worst_drift_at: str = ""
+
+    @property
+    def wrong_level(self) -> int:
+        """Zone-minutes at a wrong level: a missed escalation, or a level held without the numbers for it."""
+        return len(self.missed_red) + len(self.missed_yellow) + len(self.held_too_long)
+
+    @property
+    def false_red(self) -> int:
+        """Zone-minutes shown red while the true occupancy was not near red within the dwell time."""
+        return sum(1 for entry in self.held_too_long if entry.startswith("still red"))
 
     @property
     def failures(self) -> list[str]:
@@ -119,6 +135,13 @@ class Judgement:
         changes = ", ".join(f"{n} to {level}" for level, n in sorted(self.changes.items()))
         out = [
             f"zone-minutes judged {self.minutes:,}; level changes: {changes}",
+            f"wrong level {self.wrong_level:,} zone-minutes ({self.wrong_level / max(1, self.minutes):.2%}): "
+            f"missed red {len(self.missed_red):,}, false red {self.false_red:,}"
+            + (
+                f"; worst drift {self.worst_drift:.0%} of capacity ({self.worst_drift_at})"
+                if self.worst_drift is not None
+                else ""
+            ),
             f"missed red {len(self.missed_red)}, missed yellow {len(self.missed_yellow)}, "
             f"held too long {len(self.held_too_long)}, unknown {len(self.unknown)}, flaps {len(self.flaps)}, "
             f"wrong occupancy {len(self.wrong_occupancy)}, diversions to a zone not green {len(self.bad_diversions)}",
@@ -128,7 +151,14 @@ class Judgement:
         return out + [f"  {failure}" for failure in self.failures[:20]]
 
 
-def judge(site: Site, traffic: Traffic, notices: list[contract.DiversionNotice], config: LevelsConfig) -> Judgement:
+def judge(
+    site: Site,
+    traffic: Traffic,
+    notices: list[contract.DiversionNotice],
+    config: LevelsConfig,
+    occupancy: Optional[dict[str, np.ndarray]] = None,
+) -> Judgement:
+    """The notices against the true occupancy; ``occupancy`` (the aggregator's, per minute) gives the drift."""
     changes = [n for n in notices if n.kind == "level_change"]
     minute = {traffic.minute_end(i): i for i in range(traffic.minutes)}
     timeline: dict[str, list[str]] = {}
@@ -182,4 +212,26 @@ def judge(site: Site, traffic: Traffic, notices: list[contract.DiversionNotice],
     reds = [(n.zone, n.time) for n in changes if n.level == "red"]
     warnings = [(n.zone, n.time) for n in notices if n.kind == "predicted_red"]
     result.warnings = score(reds, warnings, horizon_min=config.forecast_min)
+    if occupancy is not None:
+        result.worst_drift, result.worst_drift_at = worst_drift(site, traffic, occupancy)
     return result
+
+
+def stored_occupancy(site: Site, traffic: Traffic, url: str, database: str = "lanewatch") -> dict[str, np.ndarray]:
+    """Every zone's occupancy as the aggregator stored it in InfluxDB, one value per minute."""
+    db = Database(InfluxConfig(url=url, database=database))
+    start, end = traffic.minute_end(0), traffic.minute_end(traffic.minutes - 1)
+    occupancy = {zone.id: np.zeros(traffic.minutes) for zone in site.zones}
+    try:
+        for series in db.query(
+            f"SELECT last(occupancy) FROM zones WHERE site = '{site.site.id}' AND time >= '{start.isoformat()}' "
+            f"AND time <= '{end.isoformat()}' GROUP BY time(1m), zone fill(previous)"
+        ):
+            zone = series["tags"]["zone"]
+            for row in rows(series):
+                i = round((row["time"] / 1e9 - start.timestamp()) / 60)
+                if zone in occupancy and 0 <= i < traffic.minutes and row["last"] is not None:
+                    occupancy[zone][i] = row["last"]
+    finally:
+        db.close()
+    return occupancy

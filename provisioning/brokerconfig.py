@@ -233,6 +233,8 @@ def generate(
         f"persistent_client_expiration {CLIENT_EXPIRATION}\n"
         "persistence true\n"
         f"autosave_interval {AUTOSAVE_S}\n"
+        "# Notices go out at once: small packets are not held back for the next one (Nagle's algorithm).\n"
+        "set_tcp_nodelay true\n"
         f"listener {port} {host}\n"
         "max_qos 1\n"
         f"cafile {authority.cert_path}\n"

@@ -39,6 +39,7 @@ from edge_agent.sign import SimulatedSign
 from harness import realtraffic
 from harness.assets import assets_folder
 from harness.livetraffic import LiveTraffic, first_busy_minute
+from harness.miscount import MODELS, CounterErrors, miscount
 from harness.servers import InfluxDB, Mosquitto, ServiceError
 from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site import Site
@@ -100,12 +101,14 @@ class SiteRunner:
         day: Optional[date] = None,
         remote: Optional[AggregatorConfig] = None,
         traffic: bool = True,
+        counters: CounterErrors = MODELS["exact"],
     ) -> None:
         self.site = site
         self.root = root
         self.footage = footage
         self.model = model or assets_folder() / SSD_MODEL
         self.speed, self.start_time, self.remote, self.with_traffic = speed, start, remote, traffic
+        self.counters = counters
         self.day = day or datetime.now(ZoneInfo(self.site.site.timezone)).date()
         self.broker: Optional[Mosquitto] = None
         self.database: Optional[InfluxDB] = None
@@ -283,4 +286,5 @@ class SiteRunner:
             yellow = first_busy_minute(self.site, days, share=0.8)
             start = max(0, next((m for m in (red, yellow) if m is not None), 12 * 60) - LEAD_MIN)
         playing = [d.id for d in self.site.devices if d.id not in without]
-        return LiveTraffic(self.site, days, playing, self.broker_for, start, self.speed)
+        counted, _given = miscount(self.site, days, self.counters)  # the first busy minute is the truth's
+        return LiveTraffic(self.site, counted, playing, self.broker_for, start, self.speed)

@@ -346,6 +346,36 @@ def test_a_zone_filling_up_sends_its_notices_and_keeps_its_level_retained(
     assert (level.level, level.occupancy, level.coverage) == ("red", 1400, 1.0)
 
 
+@pytest.mark.slow
+def test_a_live_window_that_turns_a_zone_red_is_stored_and_announced_without_waiting_for_the_flush(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
+) -> None:
+    """Batches are cut every 60 s here: the green comes with one cut, the red window must not wait
+    for the next. It is stored (acknowledged only after) and announced at once."""
+    mosquitto, db = fresh_mosquitto, database()
+    aggregator = aggregators(mosquitto, influxdb, db, instance="agg-now", share_group="g-now",
+                             influxdb={"flush_interval_s": 60}, status_s=600).start()  # fmt: skip
+    aggregator.wait_connected()
+    levels: list[c.LevelState] = []
+    room = connected(mosquitto, "control-room", "now", subscribe=["lanewatch/v1/sanfang-qixiang/zones/yijin/level"],
+                     on_message=lambda _c, _u, m: levels.append(c.decode("level", m.payload)))  # type: ignore[arg-type]  # fmt: skip
+    fleet = simulated.devices(SITE)
+    heard = list(simulated.stream(fleet, 1, start=datetime.now(timezone.utc) - timedelta(seconds=5), people=0))
+    publish(mosquitto, heard)
+    assert wait_until(lambda: levels and levels[-1].level == "green", 90), aggregator.log()[-2000:]
+    stored = sum(1 for topic, _payload in heard if "/counts/" in topic)
+    assert wait_until(lambda: windows_stored(influxdb, db) == stored, 30)  # the cut that brought the green
+    gate = next(d for d in fleet if d.device == "cam-yijin-west")
+    now = datetime.now(timezone.utc)
+    windows = [gate.window("gate", now - timedelta(seconds=10 * (6 - i)), 10.0, 0) for i in range(7)]
+    crowd = [w.model_copy(update={"in_": 200, "total_in": w.total_in + 200 * (i + 1)}) for i, w in enumerate(windows)]
+    publish(mosquitto, [(c.topic_for(w), c.encode(w)) for w in crowd])  # 1,400 people into a 1,300 grid, live
+    assert wait_until(lambda: levels[-1].level == "red", 30), aggregator.log()[-2000:]  # not at the next cut
+    assert levels[-1].occupancy == 1400
+    assert wait_until(lambda: windows_stored(influxdb, db) == stored + 7, 30)  # and its windows with it
+    close(room)
+
+
 def test_a_device_that_dies_makes_its_zones_unknown_and_tells_the_technicians(
     fresh_mosquitto: Mosquitto, influxdb: InfluxDB, aggregators: Callable[..., AggregatorProcess]
 ) -> None:

@@ -31,6 +31,16 @@ def test_real_traffic_makes_real_zone_levels(replayed_week: ReplayedWeek) -> Non
     assert (week.occupancy[SITE.root.id] >= 0).all()
 
 
+def test_with_exact_counters_the_stored_occupancy_is_the_truth_every_minute(replayed_week: ReplayedWeek) -> None:
+    """What the control room sees is what the zones hold: with exact counts, no drift at all."""
+    week = replayed_week.traffic
+    stored = levelreplay.stored_occupancy(SITE, week, replayed_week.influx.url, replayed_week.database)
+    verdict = levelreplay.judge(SITE, week, replayed_week.notices, LevelsConfig(), stored)
+    assert verdict.worst_drift == 0.0, verdict.worst_drift_at
+    assert verdict.wrong_level == 0
+    assert verdict.false_red == 0
+
+
 def test_a_real_week_through_the_broker_keeps_every_level_promise(replayed_week: ReplayedWeek) -> None:
     """Every zone-minute judged: no missed escalation, no level held too long, 0 flaps, exact occupancy."""
     verdict = levelreplay.judge(SITE, replayed_week.traffic, replayed_week.notices, LevelsConfig())

@@ -318,7 +318,8 @@ def test_the_queue_is_sized_for_the_outage_and_says_what_it_costs(tmp_path: Path
     config = (tmp_path / "broker" / "lanewatch.conf").read_text()
     assert f"max_queued_messages {queue_budget(SITE, 72).messages}\n" in config
     for line in ("max_qos 1", f"max_packet_size {MAX_PACKET_SIZE}", "persistence true", "require_certificate true",
-                 "allow_anonymous false", f"plugin {tmp_path / 'broker' / 'lanewatch_identity.so'}"):  # fmt: skip
+                 "set_tcp_nodelay true", "allow_anonymous false",
+                 f"plugin {tmp_path / 'broker' / 'lanewatch_identity.so'}"):  # fmt: skip
         assert line + "\n" in config
     assert f"{queue_budget(SITE, 72).messages:,} messages (72 h" in result.stdout
     assert f"about {queue_budget(SITE, 72).memory_mb:,} MB" in result.stdout
