@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Union
-
-
-class Received(NamedTuple):
-    """One MQTT message as the intake took it."""
-
-    topic: str
-    payload: bytes
-    live: bool  # sent with an expiry (a heartbeat) and still within it: fresh enough to measure a clock by
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -32,8 +24,9 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.topics)
 
-    def messages(self) -> Iterator[Received]:
-        return map(Received._make, zip(self.topics, self.payloads, self.live))
+    def messages(self) -> Iterator[tuple[str, bytes, bool]]:
+        """(topic, payload, live) of each message; live: sent with an expiry (a heartbeat) and still within it."""
+        return zip(self.topics, self.payloads, self.live)
 
 
 @dataclass(frozen=True)

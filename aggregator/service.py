@@ -1,11 +1,11 @@
 """The aggregator: MQTT intake in this process, validation and storage in a store process beside it.
 
 The intake subscribes (MQTT v5, shared subscription, persistent session, manual acknowledgements)
-and passes the raw messages to the store process (``aggregator.store``) in chunks (the typed
-messages of ``aggregator.handover``). When the store
-process reports a chunk stored (in InfluxDB or the spool), the intake acknowledges its messages to
-the broker; nothing is acknowledged before. Messages received on an earlier connection are not
-acknowledged on a later one: the broker redelivers them and the store treats them as duplicates.
+and passes the raw messages to the store process (``aggregator.store``) in chunks, the typed messages
+of ``aggregator.handover``. When the store process reports a chunk stored (in InfluxDB or the spool),
+the intake acknowledges its messages to the broker; nothing is acknowledged before. Messages
+received on an earlier connection are not acknowledged on a later one: the broker redelivers them
+and the store treats them as duplicates.
 
 If either process dies, the other stops too, and whatever was not acknowledged is redelivered to
 the next start (or to the other instances of the share group).

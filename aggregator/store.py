@@ -188,9 +188,9 @@ class Store:
             if self.dedup.seen(body.device, body.boot_id, body.seq):
                 self.counters.deduplicated += 1
                 return
-            if self.rollup is not None and self.watch is not None:
+            if self.watch is not None:  # the roll-up role
                 self.watch.before_window(body.window_end, batch.lines)
-                self.rollup.apply(body, entrance)  # ImplausibleTotalsError: nothing applied, nothing stored
+                self.watch.rollup.apply(body, entrance)  # ImplausibleTotalsError: nothing applied, nothing stored
                 self.watch.after_window(body.window_end)
             if self.store:
                 batch.lines.append(points.count(body, entrance, self.zones_of[entrance]))

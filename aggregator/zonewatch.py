@@ -73,18 +73,19 @@ class ZoneWatch:
 
     def urgent(self) -> bool:
         """Live data calls for a higher level than a zone shows: judge and store now, not at the next cut."""
-        data = self.data_time
-        if data is None or data == self.evaluated or datetime.now(timezone.utc) - data >= self.step:
+        if self.data_time is None or self.data_time == self.evaluated or not self._live():
             return False
         return self.health.all_heard() and any(self.levels.escalates(state) for state in self.rollup.zones())
 
     def _settled(self) -> bool:
-        data = self.data_time
-        if data is None or data == self.evaluated:
-            return True
-        if datetime.now(timezone.utc) - data < self.step:
+        """Nothing new since the last judgement, live data, or a stream that paused."""
+        if self.data_time is None or self.data_time == self.evaluated or self._live():
             return True
         return time.monotonic() - self.last_chunk >= QUIET_S
+
+    def _live(self) -> bool:
+        """The newest data is less than a time step old: not a backlog or a replay."""
+        return self.data_time is not None and datetime.now(timezone.utc) - self.data_time < self.step
 
     def evaluate(self, lines: list[str]) -> None:
         """Every zone's level after the latest data; notices and retained state for every change."""

@@ -61,8 +61,6 @@ class DeviceErrors:
 def miscount(site: Site, traffic: Traffic, errors: CounterErrors, seed: int = 1) -> tuple[Traffic, list[DeviceErrors]]:
     """The traffic as these counters report it (``device_flows`` counted, true occupancy kept), and what
     each device was given. The same seed gives the same counters and the same counts."""
-    if errors == MODELS["exact"]:
-        return traffic, [DeviceErrors(d, 1.0, 1.0) for d in traffic.device_flows]
     rng = np.random.default_rng(seed)
     devices = sorted(traffic.device_flows)
     days = max(1, traffic.minutes // DAY)
