@@ -74,6 +74,9 @@ class Agent:
 
     def run(self, drain_timeout: float = 30.0) -> None:
         """Count until stopped (or until a file source ends), then hand what is left to the broker."""
+        if not self.config.source.startswith(SERIAL):
+            # Opened before the first heartbeat, which would otherwise report a camera not yet opened.
+            self.source = open_source(self.config.source, realtime=self.config.realtime, loop=self.config.loop)
         self.publisher.start()
         for target in (self._heartbeats, self._watchdog):
             threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True).start()
@@ -88,8 +91,8 @@ class Agent:
                     beside = (check.port, check.line, False, check.baudrate)
                     helper = threading.Thread(target=self._count_serial, args=beside, name="counter", daemon=True)
                     helper.start()
-                with open_source(self.config.source, realtime=self.config.realtime, loop=self.config.loop) as source:
-                    self.source = source
+                assert self.source is not None
+                with self.source as source:
                     self._count(source)
         finally:
             self._stop.set()
