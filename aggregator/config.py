@@ -99,6 +99,36 @@ class ValidationConfig(_Section):
         return self
 
 
+class DriftConfig(_Section):
+    """Counting factors learned from the nights (``aggregator.drift``): occupancy that stays true when counters err."""
+
+    enabled: bool = Field(default=True, description="apply the learned factors to occupancy (false: raw sums only)")
+    prior: float = Field(default=1.0, gt=0, description="what a line's factors are believed to be before any night")
+    prior_sd: float = Field(default=0.05, gt=0, le=1, description="how sure that belief is (standard deviation)")
+    night_sd: float = Field(default=0.01, ge=0, le=1, description="how far a factor may move in one night")
+    count_var: float = Field(
+        default=0.1, gt=0, description="variance a crossing adds to a zone's closing equation (counting noise)"
+    )
+    gate: float = Field(
+        default=4.0, gt=0, description="a closing equation further off (standard deviations) is not learned"
+    )
+    bounds: tuple[float, float] = Field(default=(0.5, 2.0), description="lowest and highest factor")
+    flag_factor: float = Field(
+        default=0.15, gt=0, description="a factor this far from the prior sends the technicians to the counter"
+    )
+    flag_share: float = Field(
+        default=0.7, gt=0, lt=1,
+        description="a device counting less than this share of its usual (or more than its inverse) is flagged",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftConfig:
+        low, high = self.bounds
+        if not 0 < low <= self.prior <= high:
+            raise ValueError(f"bounds {self.bounds} must be positive and hold the prior {self.prior:g}")
+        return self
+
+
 class LevelRule(_Section):
     """When a zone turns yellow or red, and when it may go back."""
 
@@ -160,6 +190,7 @@ class AggregatorConfig(_Section):
     influxdb: InfluxConfig = InfluxConfig()
     validation: ValidationConfig = ValidationConfig()
     levels: LevelsConfig = LevelsConfig()
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _distinct_roles(self) -> AggregatorConfig:

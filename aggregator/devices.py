@@ -3,6 +3,8 @@
 A zone's level is only as good as the counters on its boundary: a device that is silent, offline,
 blind, out of disk, off the clock or sending impossible data makes its zones ``unknown`` rather
 than quietly wrong, and the technicians get a retained notice when its problem starts, changes or ends.
+A device that counts far from the truth (``miscounting``, from the nights' evidence) still counts:
+its zones keep their level, corrected, and the technicians are told until a night clears it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class DeviceHealth:
         self.offline: set[str] = set()
         self.camera_failed: set[str] = set()
         self.disk_full: set[str] = set()
+        self.miscounting: dict[str, str] = {}  # device -> why, from the latest night's learning
         self.rejected_at: dict[str, tuple[float, str]] = {}  # device -> (monotonic time, why) of its latest rejection
         self.faults: dict[str, tuple[str, datetime]] = {}  # device -> (problem, since), as last reported
 
@@ -55,7 +58,8 @@ class DeviceHealth:
     def problems(self, clock_off: Iterable[str]) -> dict[str, str]:
         """Every device that cannot be counted on now, and why (the last one named wins)."""
         now = time.monotonic()
-        problems = dict.fromkeys(clock_off, "clock_off")
+        problems = dict.fromkeys(self.miscounting, "miscounting")
+        problems.update(dict.fromkeys(clock_off, "clock_off"))
         problems.update(dict.fromkeys(self.disk_full, "disk_full"))
         problems.update({d: "bad_data" for d, (when, _why) in self.rejected_at.items() if now - when < self.timeout_s})
         problems.update(
@@ -80,7 +84,11 @@ class DeviceHealth:
                 del self.faults[device]
             else:
                 self.faults[device] = (problem, since)
-            why = self.rejected_at[device][1] if problem == "bad_data" else ""
+            why = ""
+            if problem == "bad_data":
+                why = self.rejected_at[device][1]
+            elif problem == "miscounting":
+                why = self.miscounting[device]
             changed.append(notices.fault(self.site, device, problem, since, when, why))
             log.warning("device %s: %s", device, problem)
         return changed

@@ -134,7 +134,7 @@ def predicted(
 
 
 #: Problems a technician must fix that do not stop the device counting (its zones keep their level).
-COUNTING = ("disk_full", "clock_off", "bad_data")
+COUNTING = ("disk_full", "clock_off", "bad_data", "miscounting")
 PROBLEM_TEXT = {
     "offline": ("离线", "is offline"),
     "silent": ("无数据", "has sent nothing for too long"),
@@ -145,6 +145,10 @@ PROBLEM_TEXT = {
         "has a clock far off: the centre re-times its counts; fix its NTP",
     ),
     "bad_data": ("发送的数据不合规，已被中心拒收", "sends data the centre rejects"),
+    "miscounting": (
+        "计数明显偏离实际，区域人数已按夜间校准修正",
+        "counts far from the truth: its zones' occupancy is corrected, but the counter needs a look",
+    ),
     "recovered": ("已恢复", "counts again"),
 }
 

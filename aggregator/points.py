@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
+from aggregator.drift import Night
 from lanewatch import contract
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -74,24 +75,63 @@ def zone(
     kind: str,
     occupancy: int,
     raw: int,
+    uncorrected: int,
     capacity: int,
     area_m2: Optional[float],
     when: datetime,
 ) -> str:
-    fields = f"occupancy={occupancy}i,raw={raw}i,capacity={capacity}i,share={occupancy / capacity!r}"
+    fields = (
+        f"occupancy={occupancy}i,raw={raw}i,uncorrected={uncorrected}i,capacity={capacity}i,"
+        f"share={occupancy / capacity!r}"
+    )
     if area_m2:
         fields += f",density={occupancy / area_m2!r}"
     return f"zones,site={site},zone={zone_id},kind={kind} {fields} {ns(when)}"
 
 
 def line_state(
-    site: str, device: str, line: str, total_in: int, total_out: int, net: int, boot_id: str, when: datetime
+    site: str,
+    device: str,
+    line: str,
+    total_in: int,
+    total_out: int,
+    net: int,
+    boot_id: str,
+    when: datetime,
+    day: tuple[int, int] = (0, 0),
 ) -> str:
-    """The roll-up's memory of one counting line: enough to rebuild zone occupancy after a restart."""
+    """The roll-up's memory of one counting line: enough to rebuild zone occupancy after a restart, and
+    the day's counts that the night's learning needs."""
     return (
         f"line_state,site={site},device={device},line={line} total_in={total_in}i,total_out={total_out}i,"
-        f'net={net}i,boot_id="{boot_id}" {ns(when)}'
+        f'net={net}i,boot_id="{boot_id}",day_in={day[0]}i,day_out={day[1]}i {ns(when)}'
     )
+
+
+def night(site: str, learned: Night, state: Optional[str] = None) -> list[str]:
+    """What one night's learning did: every line's factors with the day's counts they were learned from,
+    every zone's closing equation, and the devices flagged to the technicians (``docs/influxdb.md``)."""
+    when = ns(learned.time)
+    flags = {flag.device: flag.why for flag in learned.flags}
+    out = []
+    for (device, line), (f_in, f_out, sd_in, sd_out) in learned.factors.items():
+        day_in, day_out = learned.counts.get((device, line), (0, 0))
+        fields = (
+            f"f_in={f_in!r},f_out={f_out!r},sd_in={sd_in!r},sd_out={sd_out!r},day_in={day_in}i,day_out={day_out}i,"
+            f"flagged={'true' if device in flags else 'false'},why={_string(flags.get(device, ''))}"
+        )
+        if device in learned.shares:
+            fields += f",share={learned.shares[device]!r}"
+        out.append(f"counting_factors,site={site},device={device},line={line} {fields} {when}")
+    for closure in learned.closures:
+        out.append(
+            f"closures,site={site},zone={closure.zone} crossings={closure.crossings}i,"
+            f"uncorrected={closure.uncorrected!r},before={closure.before!r},after={closure.after!r},"
+            f"used={'true' if closure.used else 'false'},why={_string(closure.why)} {when}"
+        )
+    if state is not None:
+        out.append(f"factor_state,site={site} state={_string(state)} {when}")
+    return out
 
 
 def correction(site: str, zone_id: str, reason: str, delta: int, before: int, when: datetime) -> str:

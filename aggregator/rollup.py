@@ -15,9 +15,12 @@ Within one boot, when the next window agrees with the refused one, the counter r
 followed from there, again taking only that window's own counts. Either way no single message can
 move a zone by more than one window's (validated) counts.
 
-Drift is corrected on purpose, and every correction is recorded (measurement ``corrections``):
+Counters err, so the occupancy in use is the corrected one: each line's counts times its factors
+(``aggregator.drift``, learned every night from the zones being empty at closing); the plain sum is
+kept beside it (``uncorrected``). Drift is also corrected on purpose, and every such correction of the
+occupancy in use is recorded (measurement ``corrections``):
 - an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
-- at the site's closing time every zone is reset to 0.
+- at the site's closing time every zone is reset to 0, after the day's counts taught the factors.
 
 All state lives in ``line_state`` and ``zones`` points written with the same batch as the data that
 changed it, so ``restore`` after a crash (or on a new machine) continues exactly where the stored
@@ -34,7 +37,8 @@ from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
 from aggregator import points
-from aggregator.config import ValidationConfig
+from aggregator.config import DriftConfig, ValidationConfig
+from aggregator.drift import CountingFactors, Key, Night
 from aggregator.validation import FLOW_SLACK, InvalidMessageError, max_flow
 from lanewatch import contract
 from lanewatch.site.model import Site
@@ -58,17 +62,22 @@ class ImplausibleTotalsError(InvalidMessageError):
 @dataclass(frozen=True)
 class ZoneState:
     zone: str
-    occupancy: int
+    occupancy: int  # corrected (the one levels are judged on)
     raw: int
     capacity: int
     density: Optional[float]
     time: Optional[datetime]
     inflow_per_min: float = 0.0  # people who entered in the last minute (data time)
+    uncorrected: Optional[int] = None  # the plain running sum of in - out, clamped and reset like occupancy
 
 
 class RollUp:
     def __init__(
-        self, site: Site, validation: Optional[ValidationConfig] = None, clock: Callable[[], float] = time.monotonic
+        self,
+        site: Site,
+        validation: Optional[ValidationConfig] = None,
+        clock: Callable[[], float] = time.monotonic,
+        drift: Optional[DriftConfig] = None,
     ) -> None:
         self.site = site
         self.site_id = site.site.id
@@ -84,6 +93,12 @@ class RollUp:
         self.lines: dict[tuple[str, str], LineState] = {}
         self.raw = {z.id: 0 for z in site.zones}
         self.baseline = {z.id: 0 for z in site.zones}
+        drift = drift or DriftConfig()
+        self.factors = CountingFactors(site, drift)
+        self._corrects = drift.enabled
+        self.estimate = {z.id: 0.0 for z in site.zones}  # the occupancy in use: counts times factors
+        self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
+        self.nights: list[Night] = []  # learned and not yet taken (ZoneWatch tells the technicians)
         self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
         self._dirty_zones: set[str] = set()
         self._entering: dict[str, deque[tuple[datetime, int]]] = {z.id: deque() for z in site.zones}
@@ -99,6 +114,11 @@ class RollUp:
     # --- reading -------------------------------------------------------------------------------
 
     def occupancy(self, zone_id: str) -> int:
+        """The occupancy in use: corrected by the learned factors (when enabled)."""
+        return round(self.estimate[zone_id])
+
+    def uncorrected(self, zone_id: str) -> int:
+        """The plain running sum of in - out since the last reset, never below 0."""
         return self.raw[zone_id] - self.baseline[zone_id]
 
     def inflow_per_min(self, zone_id: str) -> float:
@@ -124,6 +144,7 @@ class RollUp:
                     density,
                     self.zone_time[zone.id],
                     self.inflow_per_min(zone.id),
+                    self.uncorrected(zone.id),
                 )
             )
         return out
@@ -137,40 +158,50 @@ class RollUp:
         key = (window.device, window.line)
         old = self.lines.get(key)
         stale = old is not None and window.window_end <= old.time
-        net = None if stale else self._net(key, old, window, entrance_id)
+        counted = None if stale else self._counted(key, old, window, entrance_id)
         self._maybe_close(window.window_end)
-        if net is None:
+        if counted is None:
             return False
+        came, went = counted
+        net = (old.net if old else 0) + came - went
         self.lines[key] = LineState(window.boot_id, window.window_end, window.total_in, window.total_out, net)
         self._applied_at[key] = self._clock()
         self._dirty_lines.add(key)
-        delta = net - (old.net if old else 0)
+        day_in, day_out = self.day.get(key, (0, 0))
+        self.day[key] = (day_in + came, day_out + went)
+        factor_in, factor_out = self.factors.factor(key) if self._corrects else (1.0, 1.0)
+        people = factor_in * came - factor_out * went
         for zone_id, sign in self.effects[entrance_id]:
             entering = window.in_ if sign > 0 else window.out
             if entering:
                 self._entering[zone_id].append((window.window_end, entering))
-            self.raw[zone_id] += sign * delta
+            self.raw[zone_id] += sign * (came - went)
+            self.estimate[zone_id] += sign * people
             self._touch(zone_id, window.window_end)
-            occupancy = self.occupancy(zone_id)
-            if occupancy < 0:
-                self._correct(zone_id, "clamp", -occupancy, window.window_end)
+            if self.uncorrected(zone_id) < 0:
+                self.baseline[zone_id] = self.raw[zone_id]
+            if self.estimate[zone_id] < 0:
+                self._correct(zone_id, "clamp", -self.estimate[zone_id], window.window_end)
         return True
 
-    def _net(self, key: tuple[str, str], old: Optional[LineState], window: contract.CountWindow, entrance: str) -> int:
-        """The line's net flow after ``window``; raises ImplausibleTotalsError when its totals cannot be true."""
-        own = window.in_ - window.out
+    def _counted(
+        self, key: tuple[str, str], old: Optional[LineState], window: contract.CountWindow, entrance: str
+    ) -> tuple[int, int]:
+        """The people counted in and out since the line's last window; ImplausibleTotalsError when its
+        totals cannot be true."""
+        own = (window.in_, window.out)
         if old is None:  # first sight: the line counts from this window on
             return own
         now = self._clock()
         moved = self._moved(old, window, entrance, now - self._applied_at.get(key, now))
         if moved is None:
             self._suspects.pop(key, None)
-            return old.net + (window.total_in - old.total_in) - (window.total_out - old.total_out)
+            return window.total_in - old.total_in, window.total_out - old.total_out
         suspect = self._suspects.pop(key, None)
         if window.boot_id != old.boot_id:  # a new counter: only this window's own counts
-            return old.net + own
+            return own
         if suspect is not None and window.window_end > suspect.time and self._moved(suspect, window, entrance) is None:
-            return old.net + own  # the counter moved on and stays there: followed from here
+            return own  # the counter moved on and stays there: followed from here
         self._suspects[key] = LineState(window.boot_id, window.window_end, window.total_in, window.total_out, old.net)
         raise ImplausibleTotalsError(f"line {window.line}: {moved}; not counted (check the counter)")
 
@@ -195,11 +226,12 @@ class RollUp:
         self.zone_time[zone_id] = when if current is None or when > current else current
         self._dirty_zones.add(zone_id)
 
-    def _correct(self, zone_id: str, reason: str, delta: int, when: datetime) -> None:
+    def _correct(self, zone_id: str, reason: str, delta: float, when: datetime) -> None:
+        """Move the occupancy in use by ``delta`` people, on purpose and on the record."""
         before = self.occupancy(zone_id)
-        self.baseline[zone_id] -= delta
+        self.estimate[zone_id] += delta
         self._touch(zone_id, when)
-        self._corrections.append(points.correction(self.site_id, zone_id, reason, delta, before, when))
+        self._corrections.append(points.correction(self.site_id, zone_id, reason, round(delta), before, when))
 
     def _maybe_close(self, when: datetime) -> None:
         """At the first window past closing time, every zone is reset to 0 (recorded)."""
@@ -208,14 +240,23 @@ class RollUp:
         if self._next_closing is None:
             self._next_closing = self._closing_after(when)
             return
-        if when < self._next_closing:
+        if when <= self._next_closing:  # a window ending at closing time is still the day's
             return
         closed_at = self._next_closing
+        night = self.factors.learn(self.day, closed_at)
+        self.nights.append(night)
+        self._corrections.extend(points.night(self.site_id, night, self.factors.dumps()))
+        self.day = {}
         for zone in self.site.zones:
-            occupancy = self.occupancy(zone.id)
-            if occupancy != 0:
-                self._correct(zone.id, "closing", -occupancy, closed_at)
+            if self.estimate[zone.id] != 0:
+                self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)
+            self.baseline[zone.id] = self.raw[zone.id]
         self._next_closing = self._closing_after(when)
+
+    def take_nights(self) -> list[Night]:
+        """The nights learned since the last call (their points go with ``take_points``)."""
+        nights, self.nights = self.nights, []
+        return nights
 
     def _closing_after(self, when: datetime) -> datetime:
         assert self._closing is not None
@@ -242,6 +283,7 @@ class RollUp:
                         zone.kind,
                         self.occupancy(zone.id),
                         self.raw[zone.id],
+                        self.uncorrected(zone.id),
                         zone.capacity,
                         zone.area_m2,
                         when,
@@ -250,13 +292,20 @@ class RollUp:
         for key in sorted(self._dirty_lines):
             state = self.lines[key]
             out.append(points.line_state(self.site_id, *key, state.total_in, state.total_out, state.net,
-                                         state.boot_id, state.time))  # fmt: skip
+                                         state.boot_id, state.time, self.day.get(key, (0, 0))))  # fmt: skip
         self._dirty_zones.clear()
         self._dirty_lines.clear()
         return out
 
-    def restore(self, lines: dict[tuple[str, str], LineState], occupancy: dict[str, tuple[int, datetime]]) -> None:
-        """Continue from stored state: the lines' contributions and each zone's last occupancy."""
+    def restore(
+        self,
+        lines: dict[tuple[str, str], LineState],
+        occupancy: dict[str, tuple[int, Optional[int], datetime]],
+        day: Optional[dict[Key, tuple[int, int]]] = None,
+    ) -> None:
+        """Continue from stored state: the lines' contributions, each zone's last occupancy (in use, and
+        uncorrected: None when stored before it was kept) and the lines' counts of the day (as stored with
+        the lines, so only those stored since the last closing are today's). The factors restore apart."""
         devices = {d.id: d.entrance for d in self.site.devices}
         self.lines = {key: state for key, state in lines.items() if key[0] in devices}
         self.raw = {z.id: 0 for z in self.site.zones}
@@ -264,8 +313,15 @@ class RollUp:
             for zone_id, sign in self.effects[devices[device]]:
                 self.raw[zone_id] += sign * state.net
         for zone in self.site.zones:
-            stored, when = occupancy.get(zone.id, (self.raw[zone.id], None))
-            self.baseline[zone.id] = self.raw[zone.id] - stored
+            stored, plain, when = occupancy.get(zone.id, (self.raw[zone.id], None, None))
+            self.estimate[zone.id] = float(stored)
+            self.baseline[zone.id] = self.raw[zone.id] - (stored if plain is None else plain)
             self.zone_time[zone.id] = when
         latest = [t for t in self.zone_time.values() if t is not None]
         self._next_closing = self._closing_after(max(latest)) if latest and self._closing else None
+        opened = self._next_closing - timedelta(days=1) if self._next_closing else None
+        self.day = {
+            key: counts
+            for key, counts in (day or {}).items()
+            if key in self.lines and (opened is None or self.lines[key].time > opened)
+        }

@@ -69,7 +69,7 @@ class Store:
         self.deadletter_topic = contract.KINDS["deadletter"].template.format(
             site=self.site_id, instance=config.instance
         )
-        self.rollup = RollUp(site, config.validation) if "rollup" in config.roles else None
+        self.rollup = RollUp(site, config.validation, drift=config.drift) if "rollup" in config.roles else None
         self.watch = (
             ZoneWatch(site, config, self.rollup, self.health, self.validator.clocks.off, reply)
             if self.rollup is not None
@@ -134,6 +134,7 @@ class Store:
         assert self.rollup is not None
         site = self.site_id
         lines: dict[tuple[str, str], LineState] = {}
+        day: dict[tuple[str, str], tuple[int, int]] = {}
         for series in self.db.query(
             f"SELECT * FROM line_state WHERE site = '{site}' GROUP BY device, line ORDER BY time DESC LIMIT 1"
         ):
@@ -141,14 +142,21 @@ class Store:
                 key = (series["tags"]["device"], series["tags"]["line"])
                 when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
                 lines[key] = LineState(row["boot_id"], when, row["total_in"], row["total_out"], row["net"])
-        occupancy: dict[str, tuple[int, datetime]] = {}
+                day[key] = (row.get("day_in") or 0, row.get("day_out") or 0)
+        occupancy: dict[str, tuple[int, Optional[int], datetime]] = {}
         for series in self.db.query(
-            f"SELECT occupancy FROM zones WHERE site = '{site}' GROUP BY zone ORDER BY time DESC LIMIT 1"
+            f"SELECT occupancy, uncorrected FROM zones WHERE site = '{site}' GROUP BY zone ORDER BY time DESC LIMIT 1"
         ):
             for row in rows(series):
                 when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
-                occupancy[series["tags"]["zone"]] = (row["occupancy"], when)
-        self.rollup.restore(lines, occupancy)
+                occupancy[series["tags"]["zone"]] = (row["occupancy"], row.get("uncorrected"), when)
+        self.rollup.restore(lines, occupancy, day)
+        for series in self.db.query(f"SELECT last(state) FROM factor_state WHERE site = '{site}'"):
+            for row in rows(series):
+                try:
+                    self.rollup.factors.loads(row["last"])
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    log.warning("the stored counting factors cannot be read (%s): starting from the prior", exc)
         if lines:
             log.info("roll-up restored: %d counting lines, %d zones", len(lines), len(occupancy))
         forecast = self.watch.forecast if self.watch is not None else None

@@ -93,6 +93,10 @@ class ZoneWatch:
         times = [z.time for z in zones if z.time is not None]
         if not times:
             return
+        for night in self.rollup.take_nights():
+            self.health.miscounting = {flag.device: flag.why for flag in night.flags}
+            for flag in night.flags:
+                log.warning("device %s: %s", flag.device, flag.why)
         when = max(times)  # the data's own clock, so that dwell times hold in replays too
         self.evaluated = when
         problems = self.health.problems(self.clock_off())

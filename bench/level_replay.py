@@ -10,10 +10,13 @@ the true occupancy (`harness/levelreplay.py`).
 With ``--counters camera`` (or ``commercial``) the devices report what counters that err would
 (``harness/miscount.py``: each its own counting rate per direction, false counts, fewer counted as a
 zone fills, one dirty lens for a day); the judgement is still against the true occupancy, and adds
-how far the stored occupancy strayed from it.
+how far the stored occupancy strayed from it. Several ``--error-seed`` values replay one fleet of
+counters each. ``--compare`` replays each twice, side by side: the aggregator without its drift
+correction (``drift.enabled: false``) and with it (``aggregator/drift.py``), and says which night
+flagged the dirty lens.
 
     .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--seed 1]
-        [--counters exact|commercial|camera] [--error-seed 1] [--json]
+        [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--json]
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo
 
-from aggregator.config import LevelsConfig
+from aggregator.config import InfluxConfig, LevelsConfig
+from aggregator.influx import Database, rows
 from harness import levelreplay, miscount, realtraffic
 from harness.servers import InfluxDB
 from harness.sessions import local_aggregator
@@ -46,45 +49,116 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="the visitors' random draws")
     parser.add_argument("--counters", choices=sorted(miscount.MODELS), default="exact",
                         help="how the devices count (harness/miscount.py)")  # fmt: skip
-    parser.add_argument("--error-seed", type=int, default=1, help="the counters' random draws")
+    parser.add_argument("--error-seed", type=int, nargs="+", default=[1], help="the counters' random draws")
+    parser.add_argument("--compare", action="store_true", help="replay without and with the drift correction")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--report", type=Path, help="also write the control-room report of the replayed days here")
     args = parser.parse_args()
     say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     site = load_site(EXAMPLE_SITE)
     traffic = realtraffic.week(site, args.week, days=args.days, seed=args.seed)
-    counted, given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], args.error_seed)
-    for device in given:
-        if device.dirty_day is not None:
-            say(f"dirty lens: {device.device} counts half on day {device.dirty_day + 1}")
-    say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days")
+    results = []
+    for error_seed in args.error_seed:
+        counted, given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], error_seed)
+        dirty = next(((d.device, d.dirty_day) for d in given if d.dirty_day is not None), None)
+        if dirty is not None:
+            say(f"error seed {error_seed}: dirty lens at {dirty[0]} on day {dirty[1] + 1}")
+        for corrected in (False, True) if args.compare else (None,):
+            say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days"
+                + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
+            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report)
+            result.update(error_seed=error_seed)
+            results.append(result)
+            if not args.json:
+                print_result(result)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], default=str))
+    elif len(results) > 1:
+        print_table(results)
+
+
+def run(
+    site: Site,
+    traffic: realtraffic.Traffic,
+    counted: realtraffic.Traffic,
+    days: int,
+    corrected: Optional[bool],
+    dirty: Optional[tuple[str, int]],
+    say: Callable[[str], None],
+    report: Optional[Path],
+) -> dict[str, Any]:
+    """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy."""
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
-    settings = {"status_s": 0.5, "validation": {"max_age_h": (args.days + 2) * 24}}
+    settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + 2) * 24}}
+    if corrected is not None:
+        settings["drift"] = {"enabled": corrected}
     with local_aggregator(folder, **settings) as (broker, database):
         started = time.monotonic()
         notices = levelreplay.replay(site, counted, broker.login, progress=say)
         seconds = time.monotonic() - started
         stored = levelreplay.stored_occupancy(site, traffic, database.url)
-        if args.report:
-            write_report(site, traffic, database, args.report, say)
+        flagged = flagged_nights(site, database.url, dirty[0]) if dirty else []
+        if report:
+            write_report(site, traffic, database, report, say)
     verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored)
-    if args.json:
-        result = {key: len(value) if isinstance(value, list) else value for key, value in asdict(verdict).items()}
-        result["examples"] = verdict.failures[:20]
-        result.update(source=counted.source, days=args.days, notices=len(notices), seconds=round(seconds, 1),
-                      wrong_level=verdict.wrong_level, false_red=verdict.false_red,
-                      wrong_level_share=round(verdict.wrong_level / max(1, verdict.minutes), 4))  # fmt: skip
-        print(json.dumps(result, default=str))
-        return
-    print(f"{counted.source}: {args.days} days, {len(notices)} zone notices, replayed in {seconds:.0f} s")
-    for line in verdict.lines():
+    result: dict[str, Any] = {
+        "source": counted.source, "days": days, "corrected": corrected, "notices": len(notices),
+        "seconds": round(seconds, 1), "zone_minutes": verdict.minutes, "wrong_level": verdict.wrong_level,
+        "wrong_level_share": round(verdict.wrong_level / max(1, verdict.minutes), 4),
+        "missed_red": len(verdict.missed_red), "missed_yellow": len(verdict.missed_yellow),
+        "held_too_long": len(verdict.held_too_long), "false_red": verdict.false_red, "flaps": len(verdict.flaps),
+        "unknown": len(verdict.unknown), "bad_diversions": len(verdict.bad_diversions),
+        "worst_drift": verdict.worst_drift, "worst_drift_at": verdict.worst_drift_at,
+        "lines": verdict.lines(), "examples": verdict.failures[:20],
+    }  # fmt: skip
+    if dirty is not None:
+        local = [when.astimezone(ZoneInfo(site.site.timezone)).date() for when in flagged]
+        first_day = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
+        dirty_date = first_day + timedelta(days=dirty[1])
+        result["dirty_lens"] = {"device": dirty[0], "day": str(dirty_date), "flagged_nights": [str(d) for d in local],
+                                "flagged_that_night": dirty_date in local}  # fmt: skip
+    return result
+
+
+def flagged_nights(site: Site, url: str, device: str) -> list:
+    """The nights whose learning flagged ``device`` to the technicians."""
+    from datetime import datetime, timezone
+
+    db = Database(InfluxConfig(url=url))
+    try:
+        found = db.query(
+            f"SELECT flagged, why FROM counting_factors WHERE site = '{site.site.id}' AND device = '{device}'"
+        )
+        return sorted({datetime.fromtimestamp(row["time"] / 1e9, timezone.utc) for series in found
+                       for row in rows(series) if row["flagged"]})  # fmt: skip
+    finally:
+        db.close()
+
+
+def print_result(result: dict[str, Any]) -> None:
+    mode = {None: "", False: " (uncorrected)", True: " (corrected)"}[result["corrected"]]
+    print(f"{result['source']}{mode}: {result['days']} days, {result['notices']} zone notices, "
+          f"replayed in {result['seconds']:.0f} s")  # fmt: skip
+    for line in result["lines"]:
         print(line)
+    if "dirty_lens" in result:
+        lens = result["dirty_lens"]
+        print(
+            f"dirty lens at {lens['device']} on {lens['day']}: flagged the nights of {lens['flagged_nights'] or 'none'}"
+        )
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("\nseed  correction   wrong-level        missed red  false red  worst drift  dirty lens flagged that night")
+    for r in results:
+        mode = {None: "-", False: "uncorrected", True: "corrected"}[r["corrected"]]
+        lens = r.get("dirty_lens", {}).get("flagged_that_night", "-")
+        print(f"{r['error_seed']:>4}  {mode:<11} {r['wrong_level']:>6} ({r['wrong_level_share']:6.2%})  "
+              f"{r['missed_red']:>10}  {r['false_red']:>9}  {(r['worst_drift'] or 0):>10.1%}  {lens}")  # fmt: skip
 
 
 def write_report(site: Site, traffic: realtraffic.Traffic, database: InfluxDB, folder: Path, say: Callable) -> None:
     """The report of the replayed days as the control room would get it: a week (or day) report."""
-    from aggregator.config import InfluxConfig
-    from aggregator.influx import Database
     from control_room import reports
 
     first = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()

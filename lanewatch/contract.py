@@ -225,10 +225,13 @@ class DeviceFault(Message):
     zones: list[Id] = Field(
         max_length=MAX_IDS,
         description="zones whose level is unknown without it "
-        "(none for disk_full, clock_off and bad_data: it still counts)",
+        "(none for disk_full, clock_off, bad_data and miscounting: it still counts)",
     )
-    problem: Literal["offline", "silent", "camera_failed", "disk_full", "clock_off", "bad_data", "recovered"] = Field(
-        description="bad_data: the centre rejects what it sends (see the dead letters); it still counts otherwise"
+    problem: Literal[
+        "offline", "silent", "camera_failed", "disk_full", "clock_off", "bad_data", "miscounting", "recovered"
+    ] = Field(
+        description="bad_data: the centre rejects what it sends (see the dead letters), it still counts otherwise; "
+        "miscounting: the nights' evidence says it counts far from the truth (its counts are corrected)"
     )
     since: Timestamp
     time: Timestamp

@@ -12,11 +12,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from aggregator import points
-from aggregator.config import InfluxConfig
+from aggregator.config import DriftConfig, InfluxConfig
+from aggregator.drift import CountingFactors
 from aggregator.influx import Database, PointsRefusedError, RefusedError, UnavailableError, rows
 from harness.servers import InfluxDB, VictoriaMetrics, free_port
 from lanewatch import contract as c
-from tests.conftest import wait_until
+from lanewatch.site import load_site
+from tests.conftest import EXAMPLE_SITE, wait_until
 from tests.samples import samples
 
 NOW = datetime.now(timezone.utc).replace(microsecond=123456)
@@ -68,16 +70,24 @@ def test_every_measurement_is_accepted_by_influxdb_1x(influxdb: InfluxDB) -> Non
         points.heartbeat(s["heartbeat"].model_copy(update={"inference_ms": None, "cpu_temp_c": None,
                                                            "clock_synced": None, "time": NOW}), "yijin-west"),
         points.availability(s["availability"], "yijin-west", NOW),
-        points.zone("sanfang-qixiang", "yijin", "grid3", 120, 135, 1300, 2600.0, NOW),
-        points.zone("sanfang-qixiang", "sfqx", "area", 0, -4, 14000, None, NOW),
+        points.zone("sanfang-qixiang", "yijin", "grid3", 120, 135, 118, 1300, 2600.0, NOW),
+        points.zone("sanfang-qixiang", "sfqx", "area", 0, -4, 0, 14000, None, NOW),
         points.line_state("sanfang-qixiang", "cam-yijin-west", "gate", 48211, 47950, 261, "ab" * 16, NOW),
         points.correction("sanfang-qixiang", "yijin", "clamp", 4, -4, NOW),
         points.status(s["status"]),
     ]  # fmt: skip
+    site = load_site(EXAMPLE_SITE)
+    learning = CountingFactors(site, DriftConfig())
+    day = {key: (1000 + n, 990 + n) for n, key in enumerate(learning.keys)}
+    night = learning.learn(day, NOW)
+    lines += points.night(site.site.id, night, learning.dumps())
     db.write(lines)
     measurements = {series["name"]: len(rows(series)) for series in db.query("SELECT * FROM /.*/")}
     assert measurements == {"heartbeat": 2, "availability": 1, "zones": 2, "line_state": 1, "corrections": 1,
-                            "aggregator": 1}  # fmt: skip
+                            "aggregator": 1, "counting_factors": len(learning.keys), "closures": 6,
+                            "factor_state": 1}  # fmt: skip
+    [state] = db.query("SELECT last(state) FROM factor_state")
+    CountingFactors(site, DriftConfig()).loads(rows(state)[0]["last"])  # what a restart reads back
 
 
 def test_a_missing_database_is_a_refusal_that_says_what_to_fix(influxdb: InfluxDB) -> None:

@@ -144,8 +144,9 @@ def test_restore_continues_exactly_where_the_stored_state_ends() -> None:
     apply(rollup, mouth.window(T0 + timedelta(seconds=5), 10, 0))
     before = {zone.id: rollup.occupancy(zone.id) for zone in SITE.zones}
     restored = RollUp(SITE)
-    occupancy = {z.zone: (z.occupancy, z.time) for z in rollup.zones() if z.time is not None}
-    restored.restore(dict(rollup.lines), occupancy)  # type: ignore[arg-type]
+    occupancy = {z.zone: (z.occupancy, z.uncorrected, z.time) for z in rollup.zones() if z.time is not None}
+    restored.restore(dict(rollup.lines), occupancy, dict(rollup.day))  # type: ignore[arg-type]
+    assert restored.day == rollup.day
     assert {zone.id: restored.occupancy(zone.id) for zone in SITE.zones} == before
     following = mouth.window(T0 + timedelta(seconds=10), 3, 1)
     for r in (rollup, restored):

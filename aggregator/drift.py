@@ -1,0 +1,240 @@
+"""Counting factors learned from the nights: how many people each line's ``in`` and ``out`` stand for.
+
+No counter is exact, and a zone's occupancy is the running sum of in - out over its boundary, so
+small differences between how well a line counts each direction add up over a day. What the site
+knows for certain is that every zone is empty after closing (the nightly reset relies on it): each
+third-level zone's day gives one equation, sum over its boundary lines of sign * (f_in * in -
+f_out * out) = 0, where ``f`` are the factors that turn counts into people. Six zones give six
+equations a night for two factors per line; the nights add up, and a prior (every factor near
+``prior``, give or take ``prior_sd``) holds what the nights cannot tell, above all the common scale
+(counting every line 5 % short leaves every zone empty at night): absolute anchors tell that.
+
+The factors are learned with a Kalman filter over all of them at once (each factor a random walk of
+``night_sd`` per night; each zone's equation a measurement whose noise grows with its crossings),
+so that one night's evidence counts as much as it should and no more; they stay within ``bounds``.
+One odd day must not ruin them:
+
+- a device whose day's crossings, set against those of the other devices around the same zones,
+  fall below ``flag_share`` of its usual (the median of its last week's days), or rise above the
+  inverse, is flagged to the technicians (a dirty lens, a blocked view, a camera knocked askew), and
+  the zones it bounds teach nothing that night; a day that cannot be checked yet (the first one)
+  teaches nothing either;
+- a zone whose equation is off by more than ``gate`` standard deviations of what the factors allow
+  teaches nothing that night, and is recorded as such; off again the next night, it is learned (the
+  factors are what is wrong then, not the day).
+
+A factor that has moved more than ``flag_factor`` from the prior also flags its device: a counter
+that needs a large correction is a counter to check. Pure Python: forty factors are small sums.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aggregator.config import DriftConfig
+from lanewatch.site.model import Site
+
+Key = tuple[str, str]  # device, line
+HISTORY_DAYS = 7  # the days a device's usual share is the median of
+MIN_CROSSINGS = 200  # a device's share is judged only on days with at least this many crossings around it
+
+
+@dataclass(frozen=True)
+class Closure:
+    """One zone's equation for one night: what the evidence said and whether it was learned from."""
+
+    zone: str
+    crossings: int  # people counted across its boundary during the day
+    uncorrected: float  # sum of sign * (in - out): the occupancy left at closing with no correction
+    before: float  # the same with the factors used during the day
+    after: float  # the same with the factors learned from it
+    used: bool
+    why: str = ""  # why it taught nothing
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A device for the technicians to check, and why (English, for logs and the notice)."""
+
+    device: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Night:
+    """What one night's learning did: the factors after it, the day's counts, the evidence, the flags."""
+
+    time: datetime
+    factors: dict[Key, tuple[float, float, float, float]]  # f_in, f_out and their standard deviations
+    counts: dict[Key, tuple[int, int]]  # the day's in and out per line
+    shares: dict[str, float]  # each device's share of the crossings around its zones that day
+    closures: list[Closure] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+
+
+class CountingFactors:
+    """Every counting line's two factors, their joint uncertainty, and the nightly learning."""
+
+    def __init__(self, site: Site, config: DriftConfig) -> None:
+        self.config = config
+        self.keys: list[Key] = [(d.id, line.name) for d in site.devices for line in d.lines]
+        self.index = {key: 2 * i for i, key in enumerate(self.keys)}  # f_in at i, f_out at i + 1
+        size = 2 * len(self.keys)
+        self.x = [config.prior] * size
+        self.p = [[(config.prior_sd**2 if i == j else 0.0) for j in range(size)] for i in range(size)]
+        entrance_of = {d.id: d.entrance for d in site.devices}
+        leaves = [z.id for z in site.zones if not site.children(z.id)]
+        #: each third-level zone's boundary lines with the sign of ``in`` for the zone
+        self.boundary: dict[str, list[tuple[Key, int]]] = {}
+        for zone in leaves:
+            signs = {e.id: sign for e, sign in site.boundary_entrances(zone)}
+            self.boundary[zone] = [
+                (key, signs[entrance_of[key[0]]]) for key in self.keys if entrance_of[key[0]] in signs
+            ]
+        #: the devices around each device's zones (its neighbours in the share check)
+        self.around: dict[str, set[str]] = {}
+        for lines in self.boundary.values():
+            devices = {key[0] for key, _sign in lines}
+            for device in devices:
+                self.around.setdefault(device, set()).update(devices)
+        self.usual: dict[str, deque[float]] = {d.id: deque(maxlen=HISTORY_DAYS) for d in site.devices}
+        self.gated: set[str] = set()  # zones whose equation was left out last night as too far off
+
+    def factor(self, key: Key) -> tuple[float, float]:
+        """The factors (in, out) of a line; the prior's for a line the inventory does not name."""
+        i = self.index.get(key)
+        return (self.x[i], self.x[i + 1]) if i is not None else (self.config.prior, self.config.prior)
+
+    def learn(self, counts: dict[Key, tuple[int, int]], when: datetime) -> Night:
+        """One night's learning from the day's counts per line (in, out since the last closing)."""
+        config, size = self.config, len(self.x)
+        shares, flags, unchecked = self._check_shares(counts)
+        flagged = {flag.device for flag in flags}
+        gated = set()
+        for i in range(size):  # the factors may have moved since yesterday
+            self.p[i][i] += config.night_sd**2
+        rows, verdicts = {}, {}
+        for zone, lines in self.boundary.items():
+            h = rows[zone] = self._equation(lines, counts)
+            crossings = sum(sum(counts.get(key, (0, 0))) for key, _sign in lines)
+            before = _dot(h, self.x)
+            why = ""
+            if crossings == 0:
+                why = "no crossings"
+            elif flagged & {key[0] for key, _sign in lines}:
+                why = "a device around it counted far from its usual share"
+            elif unchecked & {key[0] for key, _sign in lines}:
+                why = "no earlier day to check the devices' counts against yet"
+            else:
+                ph = [_dot(row, h) for row in self.p]
+                spread = _dot(h, ph) + config.count_var * crossings + 1.0
+                if before**2 > config.gate**2 * spread and zone not in self.gated:
+                    # one odd night is left out; the same again the next night is evidence, and learned
+                    why = f"{before:+.0f} people left at closing, beyond what the factors allow"
+                    gated.add(zone)
+                else:
+                    gain = [v / spread for v in ph]
+                    self.x = [x - g * before for x, g in zip(self.x, gain)]
+                    self.p = [[pij - gi * phj for pij, phj in zip(row, ph)] for row, gi in zip(self.p, gain)]
+            verdicts[zone] = (crossings, before, why)
+        low, high = config.bounds
+        self.x = [min(high, max(low, x)) for x in self.x]
+        closures = []
+        for zone, (crossings, before, why) in verdicts.items():
+            uncorrected = sum(sign * (counts.get(key, (0, 0))[0] - counts.get(key, (0, 0))[1])
+                              for key, sign in self.boundary[zone])  # fmt: skip
+            closures.append(Closure(zone, crossings, uncorrected, before, _dot(rows[zone], self.x), not why, why))
+        self.gated = gated
+        for device, share in shares.items():  # odd days too: the median of a week outvotes them
+            self.usual[device].append(share)
+        flags += self._check_factors(flagged)
+        factors = {
+            key: (self.x[i], self.x[i + 1], self.p[i][i] ** 0.5, self.p[i + 1][i + 1] ** 0.5)
+            for key, i in self.index.items()
+        }
+        return Night(when, factors, dict(counts), shares, closures, flags)
+
+    def _equation(self, lines: list[tuple[Key, int]], counts: dict[Key, tuple[int, int]]) -> list[float]:
+        """The zone's closing equation as coefficients of the factors: its occupancy left at closing."""
+        h = [0.0] * len(self.x)
+        for key, sign in lines:
+            day_in, day_out = counts.get(key, (0, 0))
+            h[self.index[key]] += sign * day_in
+            h[self.index[key] + 1] -= sign * day_out
+        return h
+
+    def _check_shares(self, counts: dict[Key, tuple[int, int]]) -> tuple[dict[str, float], list[Flag], set[str]]:
+        """Each device's share of the crossings around its zones today, the devices far from their usual,
+        and those with nothing yet to compare today with."""
+        per_device: dict[str, int] = {}
+        for (device, _line), (day_in, day_out) in counts.items():
+            per_device[device] = per_device.get(device, 0) + day_in + day_out
+        shares, flags, unchecked = {}, [], set()
+        for device, around in self.around.items():
+            own = per_device.get(device, 0)
+            others = sum(per_device.get(d, 0) for d in around if d != device)
+            if own + others < MIN_CROSSINGS or others == 0:
+                continue
+            shares[device] = own / others
+            if not self.usual[device]:
+                unchecked.add(device)
+                continue
+            ratio = shares[device] / statistics.median(self.usual[device])
+            if ratio < self.config.flag_share or ratio > 1 / self.config.flag_share:
+                flags.append(Flag(device, f"counted {ratio:.0%} of its usual share of the crossings around "
+                                          "its zones (a dirty or blocked lens, or a moved camera?)"))  # fmt: skip
+        return shares, flags, unchecked
+
+    def _check_factors(self, flagged: set[str]) -> list[Flag]:
+        """Devices whose factors moved far from the prior: they count too few or too many in one direction."""
+        flags = []
+        for (device, line), i in self.index.items():
+            if device in flagged:
+                continue
+            for direction, value in (("in", self.x[i]), ("out", self.x[i + 1])):
+                if abs(value - self.config.prior) > self.config.flag_factor:
+                    flags.append(Flag(device, f"line {line} counts {1 / value:.0%} of the people going {direction}, "
+                                              f"by the nights' evidence (factor {value:.2f})"))  # fmt: skip
+                    flagged.add(device)
+                    break
+        return flags
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def dumps(self) -> str:
+        """The factors, their covariance and each device's usual shares as JSON: what a restart needs."""
+        return json.dumps(
+            {
+                "keys": self.keys,
+                "x": [round(v, 6) for v in self.x],
+                "p": [[float(f"{v:.6g}") for v in row] for row in self.p],
+                "usual": {device: list(shares) for device, shares in self.usual.items()},
+                "gated": sorted(self.gated),
+            },
+            separators=(",", ":"),
+        )
+
+    def loads(self, text: str) -> None:
+        """Continue from a state ``dumps`` wrote; lines added to the inventory since start from the prior."""
+        state = json.loads(text)
+        position = {tuple(key): 2 * i for i, key in enumerate(state["keys"])}
+        mine = [(self.index[key], position[key]) for key in self.keys if key in position]
+        for i, j in mine:
+            for a in (0, 1):
+                self.x[i + a] = float(state["x"][j + a])
+                for k, m in mine:
+                    for b in (0, 1):
+                        self.p[i + a][k + b] = float(state["p"][j + a][m + b])
+        self.gated = set(state.get("gated", []))
+        for device, shares in state["usual"].items():
+            if device in self.usual:
+                self.usual[device].clear()
+                self.usual[device].extend(float(v) for v in shares[-HISTORY_DAYS:])
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))

@@ -1,0 +1,187 @@
+"""Counting factors learned from the nights: occupancy that stays near the truth when counters err.
+
+Days of simulated visitors on the example site (harness/realtraffic.py's walkers, at made-up gate
+rates), counted by counters that err (harness/miscount.py) and fed to the roll-up as 5-minute windows;
+every zone is empty after closing, which is all the learning knows of the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from aggregator.config import DriftConfig
+from aggregator.drift import CountingFactors
+from aggregator.rollup import RollUp
+from harness import miscount, realtraffic
+from harness.miscount import CounterErrors
+from lanewatch.site import load_site
+from tests.aggregator.test_rollup import ENTRANCE_OF, Device
+from tests.conftest import EXAMPLE_SITE
+
+SITE = load_site(EXAMPLE_SITE)
+START = datetime(2026, 11, 1, 16, 0, tzinfo=timezone.utc)  # midnight in Fuzhou
+STEP = 5  # minutes per window
+LEAVES = [z.id for z in SITE.zones if not SITE.children(z.id)]
+#: counters that each count their own 80 - 98 % per direction: the imbalance that makes occupancy drift
+SKEWED = CounterErrors("skewed", (0.80, 0.98), 0.0, 0.0, False)
+
+
+def traffic(days: int, seed: int = 7, start: datetime = START) -> realtraffic.Traffic:
+    """Visitors at every gate from the street on a daily curve (busiest around 15:00), for ``days`` days
+    from ``start`` (a local midnight)."""
+    minute = np.arange(days * realtraffic.DAY) % realtraffic.DAY
+    curve = np.clip(np.sin(np.pi * (minute - 7 * 60) / (16 * 60)), 0.0, None)
+    rng = np.random.default_rng(seed)
+    rates = {e.id: curve * rng.uniform(4.0, 9.0) for e in SITE.entrances if e.outside is None}
+    return realtraffic.from_rates(SITE, rates, realtraffic.phases(SITE, days), start, "test curve", seed)
+
+
+def feed(rollup: RollUp, counted: realtraffic.Traffic) -> dict[str, list[tuple[int, int, int]]]:
+    """The counted traffic as 5-minute windows; per third-level zone and window end: (true, in use, uncorrected)."""
+    devices = {d.id: Device(d.id, d.lines[0].name) for d in SITE.devices}
+    seen: dict[str, list[tuple[int, int, int]]] = {zone: [] for zone in LEAVES}
+    for first in range(0, counted.minutes, STEP):
+        end = counted.minute_end(first + STEP - 1)
+        for device_id, device in devices.items():
+            in_, out = (int(n) for n in counted.device_flows[device_id][first : first + STEP].sum(axis=0))
+            window = device.window(end, in_, out)
+            rollup.apply(
+                window.model_copy(update={"window_start": end - timedelta(minutes=STEP)}), ENTRANCE_OF[device_id]
+            )
+        for zone in LEAVES:
+            seen[zone].append((int(counted.occupancy[zone][first + STEP - 1]), rollup.occupancy(zone),
+                               rollup.uncorrected(zone)))  # fmt: skip
+    return seen
+
+
+def worst_gap(seen: dict[str, list[tuple[int, int, int]]], day: int, column: int) -> float:
+    """The largest gap to the truth on one day, as a share of the zone's capacity."""
+    per_day = realtraffic.DAY // STEP
+    return max(
+        abs(row[column] - row[0]) / SITE.zone(zone).capacity
+        for zone, rows in seen.items()
+        for row in rows[day * per_day : (day + 1) * per_day]
+    )
+
+
+def test_exact_counters_leave_every_factor_at_the_prior_and_occupancy_exact() -> None:
+    rollup = RollUp(SITE)
+    seen = feed(rollup, traffic(3))
+    assert all(truth == used == plain for rows in seen.values() for truth, used, plain in rows)
+    assert all(value == 1.0 for value in rollup.factors.x)
+    nights = rollup.take_nights()
+    assert len(nights) == 3
+    assert not any(night.flags for night in nights)
+
+
+def test_factors_learned_from_the_nights_keep_occupancy_near_the_truth_where_the_plain_sum_drifts() -> None:
+    days = 8
+    counted, _given = miscount.miscount(SITE, traffic(days), SKEWED, seed=3)
+    rollup = RollUp(SITE)
+    seen = feed(rollup, counted)
+    last = days - 1
+    plain, corrected = worst_gap(seen, last, 2), worst_gap(seen, last, 1)
+    assert plain > 0.10, "the skewed counters should drift: the test would show nothing"
+    assert corrected < plain / 2, f"corrected {corrected:.1%} vs uncorrected {plain:.1%}"
+    # the first two days have no factors yet (the first night is only a reference): both are the plain sum
+    for day in (0, 1):
+        assert worst_gap(seen, day, 1) == pytest.approx(worst_gap(seen, day, 2), abs=1 / 1000)
+    nights = rollup.take_nights()
+    assert [c.used for c in nights[-1].closures] == [True] * len(LEAVES)
+    assert abs(nights[-1].closures[0].after) <= abs(nights[-1].closures[0].before) + 1
+
+
+def test_disabled_correction_judges_the_plain_sum_and_still_flags_counters() -> None:
+    counted, _given = miscount.miscount(SITE, traffic(4), SKEWED, seed=3)
+    rollup = RollUp(SITE, drift=DriftConfig(enabled=False))
+    seen = feed(rollup, counted)
+    assert all(used == plain for rows in seen.values() for _truth, used, plain in rows)
+    assert any(value != 1.0 for value in rollup.factors.x)  # learned all the same, for the technicians
+
+
+def test_a_dirty_lens_is_flagged_that_night_and_teaches_the_factors_nothing() -> None:
+    """One device counts half of everything on day 3: flagged at that night's closing, its zones' equations
+    set aside, and the other lines' factors move no more than on an ordinary night."""
+    days, dirty_day = 5, 3
+    counted, _given = miscount.miscount(SITE, traffic(days), SKEWED, seed=5)
+    victim = "cam-wenru-west"
+    flows = counted.device_flows[victim].copy()
+    day = slice(dirty_day * realtraffic.DAY, (dirty_day + 1) * realtraffic.DAY)
+    flows[day] = flows[day] // 2
+    counted.device_flows[victim] = flows
+    rollup = RollUp(SITE)
+    feed(rollup, counted)
+    nights = rollup.take_nights()
+    flagged = [{flag.device for flag in night.flags} for night in nights]
+    assert victim in flagged[dirty_day]
+    assert all(victim not in devices for n, devices in enumerate(flagged) if n < dirty_day)
+    wenru = next(c for c in nights[dirty_day].closures if c.zone == "wenru")
+    assert not wenru.used
+    assert "usual share" in wenru.why
+    moved = [max(abs(a[0] - b[0]) for a, b in zip(nights[n].factors.values(), nights[n - 1].factors.values()))
+             for n in range(1, days)]  # fmt: skip
+    ordinary = max(m for n, m in enumerate(moved, start=1) if n != dirty_day)
+    assert moved[dirty_day - 1] <= ordinary
+
+
+def test_a_biased_counter_unbalances_its_zones_until_a_checked_night_and_the_next_nights_close_balanced() -> None:
+    """A mouth counter that misses a third of the people walking in. The first night has no earlier day to
+    check the counts against and teaches nothing; the second balances the equations; from the third on the
+    zones close (nearly) empty with the factors in use, and every factor stays within its bounds."""
+    counted, _given = miscount.miscount(SITE, traffic(5), miscount.MODELS["exact"], seed=1)
+    victim = "cam-ta-west"
+    flows = counted.device_flows[victim].copy()
+    flows[:, 0] = (flows[:, 0] * 2) // 3
+    counted.device_flows[victim] = flows
+    rollup = RollUp(SITE)
+    feed(rollup, counted)
+    nights = rollup.take_nights()
+    assert all(not c.used and "no earlier day" in c.why for c in nights[0].closures)
+    second = {c.zone: c for c in nights[1].closures}
+    assert abs(second["alleys-north"].before) > 100  # the bias shows at the closing
+    assert all(c.used for c in nights[1].closures)
+    assert all(abs(c.after) < 0.1 * abs(c.before) + 5 for c in nights[1].closures)
+    later = [c for night in nights[2:] for c in night.closures]
+    assert all(abs(c.before) <= 0.05 * c.crossings + 10 for c in later), [(c.zone, c.before) for c in later]
+    low, high = DriftConfig().bounds
+    assert all(low <= value <= high for value in rollup.factors.x)
+
+
+def test_the_learned_state_survives_a_restart_and_a_changed_inventory() -> None:
+    counted, _given = miscount.miscount(SITE, traffic(3), SKEWED, seed=3)
+    rollup = RollUp(SITE)
+    feed(rollup, counted)
+    restored = CountingFactors(SITE, DriftConfig())
+    restored.loads(rollup.factors.dumps())
+    assert restored.x == pytest.approx(rollup.factors.x, abs=1e-6)
+    for device, shares in rollup.factors.usual.items():
+        assert list(restored.usual[device]) == pytest.approx(list(shares))
+    state = json.loads(rollup.factors.dumps())
+    state["keys"] = [*state["keys"][2:], ["cam-gone", "gate"]]  # two lines dropped from the inventory, one added
+    state["x"] = [*state["x"][4:], 1.5, 1.5]
+    state["p"] = [[*row[4:], 0.0, 0.0] for row in state["p"][4:]] + [[0.0] * len(state["x"])] * 2
+    changed = CountingFactors(SITE, DriftConfig())
+    changed.loads(json.dumps(state))
+    assert changed.x[:4] == [1.0] * 4  # the dropped lines start from the prior
+    assert changed.x[4:] == pytest.approx(rollup.factors.x[4:], abs=1e-6)
+
+
+def test_a_dirty_lens_on_the_first_day_neither_ruins_the_factors_nor_leaves_the_counter_flagged_for_good() -> None:
+    """The first day cannot be checked: it teaches nothing. The week's median outvotes it, so the counter's
+    good days after it are not flagged for ever, and its zones learn again."""
+    days = 6
+    counted, _given = miscount.miscount(SITE, traffic(days), SKEWED, seed=5)
+    victim = "cam-wenru-west"
+    flows = counted.device_flows[victim].copy()
+    flows[: realtraffic.DAY] = flows[: realtraffic.DAY] // 2
+    counted.device_flows[victim] = flows
+    rollup = RollUp(SITE)
+    seen = feed(rollup, counted)
+    nights = rollup.take_nights()
+    assert all(victim not in {flag.device for flag in night.flags} for night in nights[2:])
+    assert all(c.used for night in nights[2:] for c in night.closures if c.zone == "wenru")
+    assert worst_gap(seen, days - 1, 1) < worst_gap(seen, days - 1, 2)
