@@ -121,6 +121,21 @@ class DriftConfig(_Section):
         description="a device counting less than this share of its usual (or more than its inverse) is flagged",
     )  # fmt: skip
 
+    band_rate: float = Field(
+        default=0.005, ge=0, le=1,
+        description="people an estimate may be off per person crossing, before a night has measured it",
+    )  # fmt: skip
+    headcount_sd: float = Field(
+        default=0.05, gt=0, le=1, description="how far off a staff headcount may be, as a share of the count"
+    )
+    headcount_age_s: float = Field(
+        default=900.0, gt=0, description="a headcount further from the zone's latest data than this is refused"
+    )
+    band_share: float = Field(
+        default=0.1, gt=0, le=1,
+        description="a notice says its level rests on an uncertain estimate when the band is this share of capacity",
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _ordered(self) -> DriftConfig:
         low, high = self.bounds

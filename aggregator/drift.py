@@ -34,6 +34,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Optional
 
 from aggregator.config import DriftConfig
 from lanewatch.site.model import Site
@@ -103,11 +104,25 @@ class CountingFactors:
                 self.around.setdefault(device, set()).update(devices)
         self.usual: dict[str, deque[float]] = {d.id: deque(maxlen=HISTORY_DAYS) for d in site.devices}
         self.gated: set[str] = set()  # zones whose equation was left out last night as too far off
+        #: per zone, what was left at closing with the factors in use, per person crossing: the error rate
+        #: that makes each zone's uncertainty band
+        self.residuals: dict[str, deque[float]] = {zone: deque(maxlen=HISTORY_DAYS) for zone in self.boundary}
 
     def factor(self, key: Key) -> tuple[float, float]:
         """The factors (in, out) of a line; the prior's for a line the inventory does not name."""
         i = self.index.get(key)
         return (self.x[i], self.x[i + 1]) if i is not None else (self.config.prior, self.config.prior)
+
+    def error_rate(self, zone: Optional[str] = None) -> float:
+        """How far off occupancy ends up per person crossing the boundary: the root mean square of the last
+        nights' closing residuals of ``zone`` (of every third-level zone for the others, or without
+        nights of its own), ``band_rate`` before any night."""
+        values = list(self.residuals.get(zone, ())) if zone is not None else []
+        if not values:
+            values = [v for rates in self.residuals.values() for v in rates]
+        if not values:
+            return self.config.band_rate
+        return (sum(v * v for v in values) / len(values)) ** 0.5
 
     def learn(self, counts: dict[Key, tuple[int, int]], when: datetime) -> Night:
         """One night's learning from the day's counts per line (in, out since the last closing)."""
@@ -145,6 +160,8 @@ class CountingFactors:
         self.x = [min(high, max(low, x)) for x in self.x]
         closures = []
         for zone, (crossings, before, why) in verdicts.items():
+            if crossings and not flagged & {key[0] for key, _sign in self.boundary[zone]}:
+                self.residuals[zone].append(before / crossings)
             uncorrected = sum(sign * (counts.get(key, (0, 0))[0] - counts.get(key, (0, 0))[1])
                               for key, sign in self.boundary[zone])  # fmt: skip
             closures.append(Closure(zone, crossings, uncorrected, before, _dot(rows[zone], self.x), not why, why))
@@ -214,6 +231,7 @@ class CountingFactors:
                 "p": [[float(f"{v:.6g}") for v in row] for row in self.p],
                 "usual": {device: list(shares) for device, shares in self.usual.items()},
                 "gated": sorted(self.gated),
+                "residuals": {zone: list(values) for zone, values in self.residuals.items()},
             },
             separators=(",", ":"),
         )
@@ -230,6 +248,10 @@ class CountingFactors:
                     for b in (0, 1):
                         self.p[i + a][k + b] = float(state["p"][j + a][m + b])
         self.gated = set(state.get("gated", []))
+        for zone, values in state.get("residuals", {}).items():
+            if zone in self.residuals:
+                self.residuals[zone].clear()
+                self.residuals[zone].extend(float(v) for v in values[-HISTORY_DAYS:])
         for device, shares in state["usual"].items():
             if device in self.usual:
                 self.usual[device].clear()

@@ -3,7 +3,8 @@
 Escalation is immediate. De-escalation waits until the value has stayed below the level's threshold
 minus a margin for ``dwell_s`` (in the data's own time), so a zone hovering at a threshold does not
 flap. A zone whose boundary is not fully covered by live devices is ``unknown``, never green: a
-dead sensor must not look like an empty lane.
+dead sensor must not look like an empty lane. Nor is a zone whose occupancy band (how far off the
+estimate may be) reaches red: it is at least yellow.
 
 An optional trigger on inflow (people entering per minute) catches a surge before occupancy does.
 
@@ -59,6 +60,9 @@ def _target(rule: LevelRule, state: ZoneState) -> tuple[str, str]:
             level, reason = "red", f"density {state.density:.2f} persons/m² (limit {rule.density_red:g})"
         elif rule.density_yellow is not None and state.density >= rule.density_yellow and level == "green":
             level, reason = "yellow", f"density {state.density:.2f} persons/m² (warning at {rule.density_yellow:g})"
+    upper = (state.occupancy + state.band) / state.capacity
+    if level == "green" and upper >= rule.red_at:  # an estimate that may be red is never shown green
+        level, reason = "yellow", f"{reason}, but the estimate may be as high as {upper:.0%} (±{state.band})"
     inflow = state.inflow_per_min
     if rule.inflow_red_per_min is not None and inflow >= rule.inflow_red_per_min and level != "red":
         level, reason = "red", f"inflow {inflow:.0f} people/min (limit {rule.inflow_red_per_min:g})"

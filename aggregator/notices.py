@@ -35,6 +35,7 @@ def level_state(site: Site, change: Change) -> contract.LevelState:
         zone=change.zone,
         level=change.level,  # type: ignore[arg-type]
         occupancy=persons(state.occupancy) if known else None,
+        band=persons(state.band) if known else None,
         capacity=state.capacity,
         density=min(round(state.density, 4), MAX_DENSITY) if known and state.density is not None else None,
         coverage=round(change.coverage, 4),
@@ -62,8 +63,14 @@ def _where(site: Site, divert: list[str]) -> tuple[str, str]:
 
 
 def notice(
-    site: Site, change: Change, level_of: Callable[[str], str], share_of: Callable[[str], float]
+    site: Site,
+    change: Change,
+    level_of: Callable[[str], str],
+    share_of: Callable[[str], float],
+    uncertain_at: float = 0.1,
 ) -> contract.DiversionNotice:
+    """A level change for the zone's people and signs; it says so when the level rests on an estimate
+    whose band is at least ``uncertain_at`` of the capacity."""
     zone = site.zone(change.zone)
     boundary = [entrance.id for entrance, _sign in site.boundary_entrances(zone.id)]
     meter, close = (boundary, []) if change.level == "yellow" else ([], boundary) if change.level == "red" else ([], [])
@@ -81,6 +88,10 @@ def notice(
     else:
         zh, en = f"{name.zh}恢复畅通。", f"{name.en} is clear again."
     known = change.level != "unknown"
+    band = change.state.band
+    if known and band >= uncertain_at * change.state.capacity:
+        zh += f"（人数为估算，误差约±{band:,}人，请现场核实。）"
+        en += f" The count is an estimate, give or take {band:,} people: check on site."
     return contract.DiversionNotice(
         site=site.site.id,
         id=uuid.uuid4().hex,
@@ -89,6 +100,7 @@ def notice(
         level=change.level,  # type: ignore[arg-type]
         previous_level=change.previous,  # type: ignore[arg-type]
         occupancy=persons(change.state.occupancy) if known else None,
+        band=persons(band) if known else None,
         capacity=change.state.capacity,
         trend=change.trend,  # type: ignore[arg-type]
         time=change.time,

@@ -76,13 +76,15 @@ def zone(
     occupancy: int,
     raw: int,
     uncorrected: int,
+    band: int,
+    crossed: int,
     capacity: int,
     area_m2: Optional[float],
     when: datetime,
 ) -> str:
     fields = (
-        f"occupancy={occupancy}i,raw={raw}i,uncorrected={uncorrected}i,capacity={capacity}i,"
-        f"share={occupancy / capacity!r}"
+        f"occupancy={occupancy}i,raw={raw}i,uncorrected={uncorrected}i,band={band}i,crossed={crossed}i,"
+        f"capacity={capacity}i,share={occupancy / capacity!r}"
     )
     if area_m2:
         fields += f",density={occupancy / area_m2!r}"
@@ -134,8 +136,14 @@ def night(site: str, learned: Night, state: Optional[str] = None) -> list[str]:
     return out
 
 
-def correction(site: str, zone_id: str, reason: str, delta: int, before: int, when: datetime) -> str:
-    return f"corrections,site={site},zone={zone_id},reason={reason} delta={delta}i,before={before}i {ns(when)}"
+def correction(
+    site: str, zone_id: str, reason: str, delta: int, before: int, when: datetime, by: str = "", observed: int = -1
+) -> str:
+    """``by``: who anchored it (a headcount's person); ``observed``: what they counted."""
+    fields = f"delta={delta}i,before={before}i"
+    if by:
+        fields += f",by={_string(by)},observed={observed}i"
+    return f"corrections,site={site},zone={zone_id},reason={reason} {fields} {ns(when)}"
 
 
 def level(site: str, zone_id: str, level: str, previous: str, reason: str, coverage: float, when: datetime) -> str:

@@ -20,7 +20,8 @@ Counters err, so the occupancy in use is the corrected one: each line's counts t
 kept beside it (``uncorrected``). Drift is also corrected on purpose, and every such correction of the
 occupancy in use is recorded (measurement ``corrections``):
 - an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
-- at the site's closing time every zone is reset to 0, after the day's counts taught the factors.
+- at the site's closing time every zone is reset to 0, after the day's counts taught the factors;
+- a staff headcount re-anchors its zone (``anchor``), weighed against the estimate's band.
 
 All state lives in ``line_state`` and ``zones`` points written with the same batch as the data that
 changed it, so ``restore`` after a crash (or on a new machine) continues exactly where the stored
@@ -69,6 +70,7 @@ class ZoneState:
     time: Optional[datetime]
     inflow_per_min: float = 0.0  # people who entered in the last minute (data time)
     uncorrected: Optional[int] = None  # the plain running sum of in - out, clamped and reset like occupancy
+    band: int = 0  # how far off occupancy may be (one standard deviation, people)
 
 
 class RollUp:
@@ -94,9 +96,12 @@ class RollUp:
         self.raw = {z.id: 0 for z in site.zones}
         self.baseline = {z.id: 0 for z in site.zones}
         drift = drift or DriftConfig()
+        self._headcount_sd, self._headcount_age_s = drift.headcount_sd, drift.headcount_age_s
         self.factors = CountingFactors(site, drift)
         self._corrects = drift.enabled
         self.estimate = {z.id: 0.0 for z in site.zones}  # the occupancy in use: counts times factors
+        self.crossed = {z.id: 0 for z in site.zones}  # people counted across the boundary since the last anchor
+        self.anchor_var = {z.id: 0.0 for z in site.zones}  # the estimate's variance left by that anchor
         self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
         self.nights: list[Night] = []  # learned and not yet taken (ZoneWatch tells the technicians)
         self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
@@ -116,6 +121,12 @@ class RollUp:
     def occupancy(self, zone_id: str) -> int:
         """The occupancy in use: corrected by the learned factors (when enabled)."""
         return round(self.estimate[zone_id])
+
+    def band(self, zone_id: str) -> int:
+        """How far off the occupancy may be (one standard deviation): it grows with the people counted across
+        the zone's boundary since its last anchor (closing, a headcount), at the rate the nights measured."""
+        spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
+        return round((self.anchor_var[zone_id] + spread**2) ** 0.5)
 
     def uncorrected(self, zone_id: str) -> int:
         """The plain running sum of in - out since the last reset, never below 0."""
@@ -145,6 +156,7 @@ class RollUp:
                     self.zone_time[zone.id],
                     self.inflow_per_min(zone.id),
                     self.uncorrected(zone.id),
+                    self.band(zone.id),
                 )
             )
         return out
@@ -176,6 +188,7 @@ class RollUp:
             if entering:
                 self._entering[zone_id].append((window.window_end, entering))
             self.raw[zone_id] += sign * (came - went)
+            self.crossed[zone_id] += came + went
             self.estimate[zone_id] += sign * people
             self._touch(zone_id, window.window_end)
             if self.uncorrected(zone_id) < 0:
@@ -251,7 +264,33 @@ class RollUp:
             if self.estimate[zone.id] != 0:
                 self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)
             self.baseline[zone.id] = self.raw[zone.id]
+            self.crossed[zone.id], self.anchor_var[zone.id] = 0, 0.0
         self._next_closing = self._closing_after(when)
+
+    def anchor(self, count: contract.Headcount) -> str:
+        """A staff headcount re-anchors its (third-level) zone: weighed against the estimate by how sure each
+        is, the difference moves the zone and every zone holding it, on the record; the band shrinks to what
+        is left. What was done, in words; InvalidMessageError when the count is far from the zone's data."""
+        zone, latest = count.zone, self.zone_time[count.zone]
+        if latest is not None and abs((count.time - latest).total_seconds()) > self._headcount_age_s:
+            raise InvalidMessageError(
+                f"counted at {count.time:%Y-%m-%d %H:%M}Z, but {zone}'s data is at {latest:%Y-%m-%d %H:%M}Z: "
+                "a headcount anchors the zone only at the time of its data"
+            )
+        estimate_var = self.band(zone) ** 2 + 1.0
+        count_var = (self._headcount_sd * count.count) ** 2 + 1.0
+        gain = estimate_var / (estimate_var + count_var)
+        delta = gain * (count.count - self.estimate[zone])
+        when = max(count.time, latest) if latest is not None else count.time
+        for holder in self.site.zones:
+            if self.site.contains(holder.id, zone):
+                before = self.occupancy(holder.id)
+                self.estimate[holder.id] = max(0.0, self.estimate[holder.id] + delta)
+                self._touch(holder.id, when)
+                self._corrections.append(points.correction(self.site_id, holder.id, "headcount", round(delta), before,
+                                                           when, by=count.person, observed=count.count))  # fmt: skip
+        self.crossed[zone], self.anchor_var[zone] = 0, (1 - gain) * estimate_var
+        return f"{zone}: counted {count.count} by {count.person}, estimate moved by {delta:+.0f} (weight {gain:.2f})"
 
     def take_nights(self) -> list[Night]:
         """The nights learned since the last call (their points go with ``take_points``)."""
@@ -284,6 +323,8 @@ class RollUp:
                         self.occupancy(zone.id),
                         self.raw[zone.id],
                         self.uncorrected(zone.id),
+                        self.band(zone.id),
+                        self.crossed[zone.id],
                         zone.capacity,
                         zone.area_m2,
                         when,
@@ -302,10 +343,12 @@ class RollUp:
         lines: dict[tuple[str, str], LineState],
         occupancy: dict[str, tuple[int, Optional[int], datetime]],
         day: Optional[dict[Key, tuple[int, int]]] = None,
+        bands: Optional[dict[str, tuple[int, int]]] = None,
     ) -> None:
         """Continue from stored state: the lines' contributions, each zone's last occupancy (in use, and
         uncorrected: None when stored before it was kept) and the lines' counts of the day (as stored with
-        the lines, so only those stored since the last closing are today's). The factors restore apart."""
+        the lines, so only those stored since the last closing are today's) and each zone's band with the
+        crossings it grew from. The factors restore apart (and first: the band's rate is theirs)."""
         devices = {d.id: d.entrance for d in self.site.devices}
         self.lines = {key: state for key, state in lines.items() if key[0] in devices}
         self.raw = {z.id: 0 for z in self.site.zones}
@@ -317,6 +360,9 @@ class RollUp:
             self.estimate[zone.id] = float(stored)
             self.baseline[zone.id] = self.raw[zone.id] - (stored if plain is None else plain)
             self.zone_time[zone.id] = when
+            band, crossed = (bands or {}).get(zone.id, (0, 0))
+            self.crossed[zone.id] = crossed
+            self.anchor_var[zone.id] = max(0.0, band**2 - (self.factors.error_rate(zone.id) * crossed) ** 2)
         latest = [t for t in self.zone_time.values() if t is not None]
         self._next_closing = self._closing_after(max(latest)) if latest and self._closing else None
         opened = self._next_closing - timedelta(days=1) if self._next_closing else None

@@ -40,7 +40,8 @@ LINGER_S = 0.005
 class Aggregator:
     def __init__(self, site: Site, config: AggregatorConfig) -> None:
         self.site, self.config = site, config
-        self.filter = f"$share/{config.share_group}/{contract.TOPIC_ROOT}/{site.site.id}/devices/#"
+        root = f"$share/{config.share_group}/{contract.TOPIC_ROOT}/{site.site.id}"
+        self.filters = [f"{root}/devices/#", f"{root}/headcounts/#"]  # the devices' data and the staff's headcounts
         self.client = config.broker.client(config.instance, manual_ack=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
@@ -129,8 +130,9 @@ class Aggregator:
         with self._lock:
             self._generation += 1  # ids of messages taken before this connection are void
             self._mids = []
-        client.subscribe(self.filter, qos=contract.QOS)
-        log.info("connected to %s:%d, subscribed to %s", self.config.broker.host, self.config.broker.port, self.filter)
+        client.subscribe([(topic, contract.QOS) for topic in self.filters])
+        log.info("connected to %s:%d, subscribed to %s", self.config.broker.host, self.config.broker.port,
+                 " and ".join(self.filters))  # fmt: skip
         self.connected.set()
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list, _props: Any) -> None:
@@ -138,9 +140,9 @@ class Aggregator:
         refused = [reason for reason in reasons if reason.is_failure]
         if refused:
             log.error("the broker refused the subscription to %s (%s): check the aggregator's ACL in the broker "
-                      "config", self.filter, refused[0])  # fmt: skip
+                      "config", " and ".join(self.filters), refused[0])  # fmt: skip
         else:
-            log.info("subscription granted: receiving device messages")
+            log.info("subscription granted: receiving device messages and headcounts")
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _props: Any) -> None:
         """The broker's answer to a level, notice, fault or status: a refusal must not go unnoticed."""

@@ -143,20 +143,23 @@ class Store:
                 when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
                 lines[key] = LineState(row["boot_id"], when, row["total_in"], row["total_out"], row["net"])
                 day[key] = (row.get("day_in") or 0, row.get("day_out") or 0)
-        occupancy: dict[str, tuple[int, Optional[int], datetime]] = {}
-        for series in self.db.query(
-            f"SELECT occupancy, uncorrected FROM zones WHERE site = '{site}' GROUP BY zone ORDER BY time DESC LIMIT 1"
-        ):
-            for row in rows(series):
-                when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
-                occupancy[series["tags"]["zone"]] = (row["occupancy"], row.get("uncorrected"), when)
-        self.rollup.restore(lines, occupancy, day)
         for series in self.db.query(f"SELECT last(state) FROM factor_state WHERE site = '{site}'"):
             for row in rows(series):
                 try:
                     self.rollup.factors.loads(row["last"])
                 except (ValueError, KeyError, IndexError, TypeError) as exc:
                     log.warning("the stored counting factors cannot be read (%s): starting from the prior", exc)
+        occupancy: dict[str, tuple[int, Optional[int], datetime]] = {}
+        bands: dict[str, tuple[int, int]] = {}
+        for series in self.db.query(
+            f"SELECT occupancy, uncorrected, band, crossed FROM zones WHERE site = '{site}' GROUP BY zone "
+            "ORDER BY time DESC LIMIT 1"
+        ):
+            for row in rows(series):
+                when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
+                occupancy[series["tags"]["zone"]] = (row["occupancy"], row.get("uncorrected"), when)
+                bands[series["tags"]["zone"]] = (row.get("band") or 0, row.get("crossed") or 0)
+        self.rollup.restore(lines, occupancy, day, bands)
         if lines:
             log.info("roll-up restored: %d counting lines, %d zones", len(lines), len(occupancy))
         forecast = self.watch.forecast if self.watch is not None else None
@@ -188,6 +191,11 @@ class Store:
 
     def _take_one(self, topic: str, payload: bytes, live: bool, now: datetime, batch: Batch) -> None:
         """Validate, deduplicate, roll up and store one message; InvalidMessageError when it must not count."""
+        if "/headcounts/" in topic:
+            count = self.validator.check_headcount(topic, payload, now)
+            if self.watch is not None:
+                log.info("headcount: %s", self.watch.rollup.anchor(count))
+            return
         accepted = self.validator.check(topic, payload, now, live)
         body = accepted.message
         entrance = accepted.entrance.id

@@ -1,9 +1,11 @@
-"""Every device message checked against the contract and the site inventory before it counts.
+"""Every device message (and every headcount) checked against the contract and the inventory before it counts.
 
 The contract (``lanewatch.contract``) checks the payload on its own: JSON, types, bounds, closed
 fields. This module adds what only the receiver can know: the site and the device exist, the ids in
 the payload match the topic, the device's clock is plausible (a clock far off is measured and
 corrected: ``aggregator.clocks``), and the counts are physically possible for the entrance's width.
+A headcount must come from a grid officer or staff member of the zone it counts (or of a zone holding
+it), for a third-level zone, and must not be from the future.
 """
 
 from __future__ import annotations
@@ -45,6 +47,36 @@ class Validator:
         self.max_future = timedelta(seconds=config.max_future_s)
         self.max_age = timedelta(hours=config.max_age_h)
         self.clocks = ClockWatch(config.clock_tolerance_s)
+        self.site = site
+
+    def check_headcount(self, topic: str, payload: bytes, now: datetime) -> contract.Headcount:
+        """A headcount fit to anchor its zone, or InvalidMessageError saying what is wrong with it."""
+        if len(payload) > contract.MAX_PAYLOAD_BYTES:
+            raise InvalidMessageError(f"payload is {len(payload)} bytes; the limit is {contract.MAX_PAYLOAD_BYTES}")
+        try:
+            kind, ids = contract.parse_topic(topic)
+            message = contract.decode("headcount", payload)
+        except contract.ContractError as exc:
+            raise InvalidMessageError(f"invalid headcount: {exc}") from None
+        assert isinstance(message, contract.Headcount)
+        if kind != "headcount" or ids["site"] != self.site_id or message.site != self.site_id:
+            raise InvalidMessageError(f"a headcount for site {message.site!r} on {topic!r}: not this site's")
+        if (message.zone, message.person) != (ids["zone"], ids["person"]):
+            raise InvalidMessageError(
+                f"zone {message.zone!r} and person {message.person!r} in the payload differ from the topic's"
+            )
+        zone = self.site.zones_by_id.get(message.zone)
+        if zone is None or self.site.children(zone.id):
+            raise InvalidMessageError(f"zone {message.zone!r} is not a third-level zone of the inventory")
+        holding = [z for z in self.site.zones if self.site.contains(z.id, zone.id)]
+        if not any(message.person == z.officer or message.person in z.staff for z in holding):
+            raise InvalidMessageError(f"{message.person!r} is not an officer or staff member of {zone.id!r}")
+        if message.count > 3 * zone.capacity:
+            raise InvalidMessageError(
+                f"{message.count} people is more than three times {zone.id}'s capacity ({zone.capacity}): a typo?"
+            )
+        self._check_time("time", message.time, now)
+        return message
 
     def check(self, topic: str, payload: bytes, now: datetime, live: bool = False) -> Accepted:
         """The decoded message with its device and entrance, or InvalidMessageError with the first rule it breaks.

@@ -44,6 +44,7 @@ class ZoneWatch:
         self.site, self.site_id = site, site.site.id
         self.rollup, self.health, self.clock_off, self.publish = rollup, health, clock_off, publish
         self.levels = LevelEngine(site, config.levels)
+        self.uncertain_at = config.drift.band_share
         horizon = config.levels.forecast_min
         self.forecast = Forecaster(site.site.timezone, horizon) if horizon else None
         self.step = timedelta(seconds=config.levels.step_s)
@@ -127,7 +128,7 @@ class ZoneWatch:
     def _announce(self, change: Change, shares: dict[str, float], lines: list[str]) -> None:
         state = notices.level_state(self.site, change)
         self.publish(Publish(contract.topic_for(state), contract.encode(state), True))
-        self._send(notices.notice(self.site, change, self.levels.level, shares.__getitem__))
+        self._send(notices.notice(self.site, change, self.levels.level, shares.__getitem__, self.uncertain_at))
         lines.append(points.level(self.site_id, change.zone, change.level, change.previous, change.reason,
                                   change.coverage, change.time))  # fmt: skip
         log.info("zone %s: %s -> %s (%s)", change.zone, change.previous, change.level, change.reason)

@@ -13,10 +13,11 @@ zone fills, one dirty lens for a day); the judgement is still against the true o
 how far the stored occupancy strayed from it. Several ``--error-seed`` values replay one fleet of
 counters each. ``--compare`` replays each twice, side by side: the aggregator without its drift
 correction (``drift.enabled: false``) and with it (``aggregator/drift.py``), and says which night
-flagged the dirty lens.
+flagged the dirty lens. ``--headcounts 120`` adds staff who count every zone above 70 % of its capacity
+every two hours (give or take 3 %: ``harness/headcounts.py``).
 
     .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--seed 1]
-        [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--json]
+        [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--headcounts 120] [--json]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 from aggregator.config import InfluxConfig, LevelsConfig
 from aggregator.influx import Database, rows
-from harness import levelreplay, miscount, realtraffic
+from harness import headcounts, levelreplay, miscount, realtraffic
 from harness.servers import InfluxDB
 from harness.sessions import local_aggregator
 from lanewatch import EXAMPLE_SITE
@@ -51,6 +52,8 @@ def main() -> None:
                         help="how the devices count (harness/miscount.py)")  # fmt: skip
     parser.add_argument("--error-seed", type=int, nargs="+", default=[1], help="the counters' random draws")
     parser.add_argument("--compare", action="store_true", help="replay without and with the drift correction")
+    parser.add_argument("--headcounts", type=int, metavar="MINUTES",
+                        help="staff count zones above 70 %% of capacity every MINUTES")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--report", type=Path, help="also write the control-room report of the replayed days here")
     args = parser.parse_args()
@@ -66,7 +69,10 @@ def main() -> None:
         for corrected in (False, True) if args.compare else (None,):
             say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days"
                 + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
-            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report)
+            counts = {}
+            if args.headcounts:
+                counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=error_seed)
+            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts)
             result.update(error_seed=error_seed)
             results.append(result)
             if not args.json:
@@ -86,6 +92,7 @@ def run(
     dirty: Optional[tuple[str, int]],
     say: Callable[[str], None],
     report: Optional[Path],
+    counts: Optional[dict[int, list]] = None,
 ) -> dict[str, Any]:
     """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy."""
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
@@ -94,7 +101,7 @@ def run(
         settings["drift"] = {"enabled": corrected}
     with local_aggregator(folder, **settings) as (broker, database):
         started = time.monotonic()
-        notices = levelreplay.replay(site, counted, broker.login, progress=say)
+        notices = levelreplay.replay(site, counted, broker.login, progress=say, headcounts=counts)
         seconds = time.monotonic() - started
         stored = levelreplay.stored_occupancy(site, traffic, database.url)
         flagged = flagged_nights(site, database.url, dirty[0]) if dirty else []
@@ -103,6 +110,7 @@ def run(
     verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored)
     result: dict[str, Any] = {
         "source": counted.source, "days": days, "corrected": corrected, "notices": len(notices),
+        "headcounts": sum(len(v) for v in (counts or {}).values()),
         "seconds": round(seconds, 1), "zone_minutes": verdict.minutes, "wrong_level": verdict.wrong_level,
         "wrong_level_share": round(verdict.wrong_level / max(1, verdict.minutes), 4),
         "missed_red": len(verdict.missed_red), "missed_yellow": len(verdict.missed_yellow),

@@ -1,4 +1,5 @@
-"""The terminal receivers for staff desks: live notices (``alerts watch``) and every zone's level (``alerts state``).
+"""The terminal receivers for staff desks: live notices (``alerts watch``), every zone's level (``alerts state``),
+and a headcount a grid officer or staff member reports (``alerts headcount``).
 
 Both are plain MQTT subscribers of the contract: the level of each zone is retained on the broker,
 so ``state`` answers at once; notices are events, so ``watch`` shows those that arrive while it runs
@@ -11,7 +12,8 @@ import queue
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Optional
+from datetime import datetime, timezone
+from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 import click
@@ -41,7 +43,8 @@ def _messages(broker: BrokerConfig, topics: list[str]) -> tuple[mqtt.Client, que
     except (ValueError, OSError) as exc:  # a password or certificate file that cannot be read
         raise click.ClickException(f"broker settings: {exc}") from None
     client.on_message = lambda _c, _u, message: inbox.put(message)
-    client.on_connect = lambda c, _u, _f, reason, _p: c.subscribe([(t, contract.QOS) for t in topics])
+    if topics:
+        client.on_connect = lambda c, _u, _f, reason, _p: c.subscribe([(t, contract.QOS) for t in topics])
     try:
         broker.connect(client, wait=True)
     except OSError as exc:
@@ -139,3 +142,47 @@ def notice_line(site: Site, notice: contract.DiversionNotice, tz: ZoneInfo) -> s
         f"; {'; '.join(actions)}" if actions else ""
     )
     return f"{head}\n         {notice.text.zh} / {notice.text.en}"
+
+
+def send_headcount(
+    site: Site, broker: BrokerConfig, zone_id: str, count: int, person: Optional[str], note: str = ""
+) -> str:
+    """Publish a staff headcount of one third-level zone (the person is the broker login unless given);
+    returns what was sent once the broker has acknowledged it, or ClickException saying what is wrong."""
+    person = person or broker.username
+    if not person:
+        raise click.ClickException("who counted? give --person ID, or a --config whose broker login is yours")
+    zone = site.zones_by_id.get(zone_id)
+    if zone is None:
+        raise click.ClickException(f"no zone {zone_id!r}; zones: {', '.join(site.zones_by_id)}")
+    if site.children(zone.id):
+        inside = [z.id for z in site.zones if not site.children(z.id) and site.contains(zone.id, z.id)]
+        raise click.ClickException(f"count a third-level grid, not {zone.id}: one of {', '.join(inside)}")
+    holding = [z for z in site.zones if site.contains(z.id, zone.id)]
+    if not any(person == z.officer or person in z.staff for z in holding):
+        raise click.ClickException(f"{person} is not an officer or staff member of {zone.id} in the inventory")
+    message = contract.Headcount(
+        site=site.site.id, zone=zone.id, person=person, count=count,
+        time=datetime.now(timezone.utc), note=note[: contract.MAX_TEXT],
+    )  # fmt: skip
+    answers: queue.Queue[Any] = queue.Queue()
+    client, _inbox = _messages(broker, [])
+    client.on_publish = lambda _c, _u, _mid, reason, _p: answers.put(reason)
+    try:
+        info = client.publish(contract.topic_for(message), contract.encode(message), qos=contract.QOS)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise click.ClickException(f"not sent: {mqtt.error_string(info.rc)}")
+        try:
+            reason = answers.get(timeout=10)
+        except queue.Empty:
+            raise click.ClickException("the broker did not acknowledge the headcount in 10 s: send it again") from None
+        if getattr(reason, "is_failure", False):
+            raise click.ClickException(
+                f"the broker refused the headcount ({reason}): is {person} allowed to count {zone.id}? "
+                "(the broker's ACL comes from the inventory: `lanewatch site broker-config`)"
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    where = f"{zone.name.zh} {zone.name.en} ({zone.id})"
+    return f"sent: {where}, {count:,} people counted by {person} at {message.time:%H:%M:%S}Z"

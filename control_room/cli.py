@@ -60,6 +60,27 @@ def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float) ->
         click.echo(line)
 
 
+@alerts.command("headcount")
+@site_option
+@config_option
+@click.argument("zone")
+@click.argument("count", type=click.IntRange(0, 1_000_000))
+@click.option("--person", help="who counted, by inventory id [default: the broker login of --config]")
+@click.option("--note", default="", help="a word on how it was counted (kept with the correction)")
+def alerts_headcount(
+    site_file: Path, config_path: Optional[Path], zone: str, count: int, person: Optional[str], note: str
+) -> None:
+    """Report COUNT people counted in ZONE (a third-level grid of yours): it re-anchors the zone's occupancy.
+
+    The aggregator weighs the count against its estimate by how sure each is, moves the zone (and every zone
+    holding it) and records the correction with your name; the zone's uncertainty band shrinks.
+    """
+    from control_room.alerts import send_headcount
+
+    site, broker = _receiver(site_file, config_path)
+    click.echo(send_headcount(site, broker, zone, count, person, note))
+
+
 @alerts.command("watch")
 @site_option
 @config_option

@@ -60,6 +60,7 @@ class Report:
     occupancy: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)  # zone -> 15-min maxima
     availability: dict[str, float] = field(default_factory=dict)  # device -> share of 5-min slots heard
     offline_events: dict[str, int] = field(default_factory=dict)
+    bands: dict[str, int] = field(default_factory=dict)  # zone -> widest uncertainty band (people)
     factors: dict[str, tuple[float, float]] = field(default_factory=dict)  # device -> latest (in, out) factors
     flagged: dict[str, tuple[int, str]] = field(default_factory=dict)  # device -> (nights flagged, latest why)
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # zone -> level -> changes into it
@@ -84,6 +85,9 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
     for series in db.query(f'SELECT max("occupancy") FROM "zones" WHERE {where} GROUP BY "zone"'):
         for row in rows(series):
             report.peaks[series["tags"]["zone"]] = (int(row["max"]), _when(row["time"]).astimezone(tz))
+    for series in db.query(f'SELECT max("band") FROM "zones" WHERE {where} GROUP BY "zone"'):
+        for row in rows(series):
+            report.bands[series["tags"]["zone"]] = int(row["max"] or 0)
     step(next(steps))
     bucket = "15m" if period != "month" else "1h"
     for series in db.query(
@@ -307,8 +311,11 @@ def _markdown(report: Report, files: list[str]) -> str:
         "",
         "## Peaks and levels per zone",
         "",
-        "| zone | capacity | peak | share | when | hours yellow | hours red | hours unknown | to yellow | to red | predicted red |",  # noqa: E501
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Widest ±: how far off the zone's occupancy estimate was at most (one standard deviation), by the traffic "
+        "across its boundary since its last anchor (closing time, a staff headcount).",
+        "",
+        "| zone | capacity | peak | share | when | widest ± | hours yellow | hours red | hours unknown | to yellow | to red | predicted red |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for zone in site.zones:
         peak = _peak(report, zone.id)
@@ -318,6 +325,7 @@ def _markdown(report: Report, files: list[str]) -> str:
         people = f"{peak[0]:,}" if peak[0] != "" else ""
         lines.append(
             f"| {zone.name.zh} {zone.name.en} | {zone.capacity:,} | {people} | {share} | {peak[2]} | "
+            f"{report.bands.get(zone.id, 0):,} | "
             f"{hours.get('yellow', 0):.1f} | {hours.get('red', 0):.1f} | {hours.get('unknown', 0):.1f} | "
             f"{count.get('yellow', 0)} | {count.get('red', 0)} | {report.warnings.get(zone.id, 0)} |"
         )

@@ -43,9 +43,11 @@ def replay(
     instance: str = "aggregator-1",
     progress: Optional[Callable[[str], None]] = None,
     settle_s: float = 5.0,
+    headcounts: Optional[dict[int, list[contract.Headcount]]] = None,
 ) -> list[contract.DiversionNotice]:
     """Publish the traffic as the site's devices would (each logged in as itself, ``login(user)`` giving
-    the broker settings) and return every zone notice the aggregator sent, as the control room got them."""
+    the broker settings), and the staff's ``headcounts`` (minute -> counts, each person logged in as
+    themselves), and return every zone notice the aggregator sent, as the control room got them."""
     say = progress or (lambda _text: None)
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
     desk = login(CONTROL_ROOM)
@@ -84,6 +86,9 @@ def replay(
             # Each device is a client of its own, so only a minute's acknowledgements keep the minutes in
             # order at the aggregator, as they are live (where a minute takes a minute).
             sent += publisher.send(messages(traffic, fleet, range(minute, minute + 1)))
+            counted = (headcounts or {}).get(minute, [])
+            if counted:  # after the minute's windows, as staff report what they see at its end
+                sent += publisher.send((contract.topic_for(h), contract.encode(h)) for h in counted)
             if (minute + 1) % day == 0 or minute + 1 == traffic.minutes:
                 say(f"day {minute // day + 1}: {sent:,} messages published, {len(notices)} notices so far")
                 drain(0.0)

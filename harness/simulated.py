@@ -98,6 +98,8 @@ class PublishRefusedError(RuntimeError):
 #: Who logs in to publish a message, from its topic: a device's own login for its topics, else the aggregator.
 def sender_of(topic: str) -> str:
     parts = topic.split("/")
+    if len(parts) > 5 and parts[3] == "headcounts":
+        return parts[5]  # the person who counted
     return parts[4] if len(parts) > 4 and parts[3] == "devices" else "aggregator"
 
 

@@ -174,6 +174,9 @@ class LevelState(Message):
     zone: Id
     level: Level
     occupancy: Optional[int] = Field(ge=0, le=MAX_TOTAL, description="persons; null when unknown")
+    band: Optional[int] = Field(
+        default=None, ge=0, le=MAX_TOTAL, description="how far off occupancy may be (one standard deviation, persons)"
+    )
     capacity: int = Field(gt=0, le=MAX_TOTAL)
     density: Optional[float] = Field(ge=0, le=100, description="persons/m² where the zone's area is known")
     coverage: float = Field(ge=0, le=1, description="share of the zone's boundary entrances reporting")
@@ -208,6 +211,9 @@ class DiversionNotice(Message):
     level: Level
     previous_level: Level
     occupancy: Optional[int] = Field(ge=0, le=MAX_TOTAL)
+    band: Optional[int] = Field(
+        default=None, ge=0, le=MAX_TOTAL, description="how far off occupancy may be (one standard deviation, persons)"
+    )
     capacity: int = Field(gt=0, le=MAX_TOTAL)
     trend: Literal["rising", "steady", "falling", "unknown"]
     time: Timestamp
@@ -256,6 +262,17 @@ class AggregatorStatus(Message):
     database: Literal["ok", "unreachable", "refused"]
 
 
+class Headcount(Message):
+    """People a grid officer or staff member counted in one of their third-level zones: an anchor for
+    its occupancy (published by that person, under the ACL that scopes them to their grids)."""
+
+    zone: Id
+    person: Id = Field(description="who counted, by inventory id (also in the topic)")
+    count: int = Field(ge=0, le=1_000_000, description="persons counted in the zone")
+    time: Timestamp = Field(description="when they were counted")
+    note: str = Field(default="", max_length=MAX_TEXT)
+
+
 class DeadLetter(Message):
     """A message the aggregator rejected, kept for whoever must fix its sender."""
 
@@ -289,6 +306,7 @@ KINDS: dict[str, Kind] = {
     "fault": Kind(DeviceFault, TOPIC_ROOT + "/{site}/faults/{device}", True),
     "status": Kind(AggregatorStatus, TOPIC_ROOT + "/{site}/aggregator/{instance}/status", True),
     "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
+    "headcount": Kind(Headcount, TOPIC_ROOT + "/{site}/headcounts/{zone}/{person}", False),
 }
 QOS = 1
 #: Heartbeats are published with this MQTT v5 Message Expiry Interval: stale health is never delivered,
@@ -302,7 +320,7 @@ def topic_for(message: Message, entrance: Optional[str] = None) -> str:
         if entrance is not None:
             return KINDS["entrance_notice"].template.format(site=message.site, entrance=entrance)
         return KINDS["zone_notice"].template.format(site=message.site, zone=message.zone)
-    ids = {name: getattr(message, name, None) for name in ("device", "line", "zone", "instance")}
+    ids = {name: getattr(message, name, None) for name in ("device", "line", "zone", "instance", "person")}
     return KINDS[kind_of(message)].template.format(site=message.site, **ids)
 
 

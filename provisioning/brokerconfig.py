@@ -162,6 +162,7 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
             f"topic write {root}/entrances/#",
             f"topic write {root}/faults/#",
             f"topic readwrite {root}/aggregator/#",
+            f"topic read {root}/headcounts/#",
         ]
     }
     for device in site.devices:
@@ -183,6 +184,9 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
             zones = [z for z in site.zones if person.id == z.officer or person.id in z.staff]
             inside = [z.id for z in site.zones if any(site.contains(r.id, z.id) for r in zones)]
             rules[person.id] = [f"topic read {root}/zones/{zone}/#" for zone in sorted(inside)]
+            # headcounts of their own third-level zones, under their own name only
+            leaves = [zone for zone in sorted(inside) if not site.children(zone)]
+            rules[person.id] += [f"topic write {root}/headcounts/{zone}/{person.id}" for zone in leaves]
     return rules
 
 

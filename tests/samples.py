@@ -116,4 +116,7 @@ def samples() -> dict[str, c.Message]:
             payload_b64="eyJ2IjogMX0=",
             payload_bytes=8,
         ),
+        "headcount": c.Headcount(
+            site=SITE, zone="wenru", person="officer-huang", count=480, time=NOW, note="counted from the arch"
+        ),
     }

@@ -52,6 +52,7 @@ class SiteState:
         self.tz = ZoneInfo(site.site.timezone)
         self.levels: dict[str, contract.LevelState] = {}
         self.occupancy: dict[str, int] = {}
+        self.band: dict[str, int] = {}  # how far off each zone's occupancy may be
         self.notices: deque[contract.DiversionNotice] = deque(maxlen=NOTICES)
         self.faults: dict[str, contract.DeviceFault] = {}
         self.devices = {d.id: DeviceHealth() for d in site.devices}
@@ -111,7 +112,7 @@ class SiteState:
     def poll(self, db: Database) -> None:
         """Every zone's latest occupancy as the aggregator stored it."""
         try:
-            answer = db.query("SELECT last(occupancy) AS occupancy FROM zones GROUP BY zone")
+            answer = db.query("SELECT last(occupancy) AS occupancy, last(band) AS band FROM zones GROUP BY zone")
         except DatabaseError:
             return
         for series in answer:
@@ -119,6 +120,7 @@ class SiteState:
             for row in rows(series):
                 if zone is not None and row.get("occupancy") is not None:
                     self.occupancy[zone] = int(row["occupancy"])
+                    self.band[zone] = int(row.get("band") or 0)
 
 
 def listen(state: SiteState, broker: BrokerConfig) -> mqtt.Client:
@@ -247,7 +249,7 @@ def _zones(state: SiteState, clock: Callable[[datetime], str]) -> Table:
             "  " * _depth(state.site, zone.id) + f"{zone.id} {zone.name.zh}",
             Text(f" {word.upper()} ", style=STYLE[word]),
             clock(level.since) if level else "",
-            "-" if occupancy is None else f"{occupancy:,}",
+            "-" if occupancy is None else f"{occupancy:,} ±{state.band.get(zone.id, 0):,}",
             f"{zone.capacity:,}",
             Text(f"{bar} {share:4.0%}", style="red" if share >= 1 else "yellow" if share >= 0.8 else "green"),
             str(in_),

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 import numpy as np
 import pytest
 
-from aggregator.config import DriftConfig
+from aggregator.config import DriftConfig, ValidationConfig
 from aggregator.drift import CountingFactors
 from aggregator.rollup import RollUp
+from aggregator.validation import InvalidMessageError, Validator
 from harness import miscount, realtraffic
 from harness.miscount import CounterErrors
+from lanewatch import contract as c
 from lanewatch.site import load_site
 from tests.aggregator.test_rollup import ENTRANCE_OF, Device
 from tests.conftest import EXAMPLE_SITE
@@ -40,8 +43,11 @@ def traffic(days: int, seed: int = 7, start: datetime = START) -> realtraffic.Tr
     return realtraffic.from_rates(SITE, rates, realtraffic.phases(SITE, days), start, "test curve", seed)
 
 
-def feed(rollup: RollUp, counted: realtraffic.Traffic) -> dict[str, list[tuple[int, int, int]]]:
-    """The counted traffic as 5-minute windows; per third-level zone and window end: (true, in use, uncorrected)."""
+def feed(
+    rollup: RollUp, counted: realtraffic.Traffic, bands: Optional[list[int]] = None
+) -> dict[str, list[tuple[int, int, int]]]:
+    """The counted traffic as 5-minute windows; per third-level zone and window end: (true, in use, uncorrected);
+    ``bands`` collects Wenru's band at every window end."""
     devices = {d.id: Device(d.id, d.lines[0].name) for d in SITE.devices}
     seen: dict[str, list[tuple[int, int, int]]] = {zone: [] for zone in LEAVES}
     for first in range(0, counted.minutes, STEP):
@@ -52,6 +58,8 @@ def feed(rollup: RollUp, counted: realtraffic.Traffic) -> dict[str, list[tuple[i
             rollup.apply(
                 window.model_copy(update={"window_start": end - timedelta(minutes=STEP)}), ENTRANCE_OF[device_id]
             )
+        if bands is not None:
+            bands.append(rollup.band("wenru"))
         for zone in LEAVES:
             seen[zone].append((int(counted.occupancy[zone][first + STEP - 1]), rollup.occupancy(zone),
                                rollup.uncorrected(zone)))  # fmt: skip
@@ -185,3 +193,82 @@ def test_a_dirty_lens_on_the_first_day_neither_ruins_the_factors_nor_leaves_the_
     assert all(victim not in {flag.device for flag in night.flags} for night in nights[2:])
     assert all(c.used for night in nights[2:] for c in night.closures if c.zone == "wenru")
     assert worst_gap(seen, days - 1, 1) < worst_gap(seen, days - 1, 2)
+
+
+def test_the_band_grows_with_the_crossings_since_the_last_anchor_at_the_rate_the_nights_measured() -> None:
+    counted, _given = miscount.miscount(SITE, traffic(4), SKEWED, seed=3)
+    rollup = RollUp(SITE)
+    feed(rollup, counted)
+    rate = rollup.factors.error_rate("wenru")
+    assert rate != DriftConfig().band_rate  # measured by the nights, not the default any more
+    assert rollup.band("wenru") == round(rate * rollup.crossed["wenru"])
+    bands: list[int] = []
+    feed(RollUp(SITE), traffic(3), bands)
+    per_day = realtraffic.DAY // STEP
+    first, last = bands[:per_day], bands[2 * per_day :]
+    assert max(first) > 0  # the first day: the default rate, nothing measured yet
+    assert first.index(max(first)) > first.index(next(b for b in first if b > 0))  # it grew through the day
+    assert max(last) == 0  # exact counters close every night at 0: no error to expect
+
+
+def headcount(zone: str, count: int, when: datetime, person: str = "officer-huang") -> c.Headcount:
+    return c.Headcount(site=SITE.site.id, zone=zone, person=person, count=count, time=when)
+
+
+def test_a_headcount_re_anchors_its_zone_and_the_zones_holding_it_on_the_record_and_shrinks_the_band() -> None:
+    rollup = RollUp(SITE)
+    feed(rollup, traffic(1, start=START))  # an exact first day: the factors' rate is then 0 ...
+    rollup.factors.residuals["wenru"].extend([0.02, 0.03])  # ... so give wenru a measured error rate
+    rollup.take_points()
+    gate = Device("cam-wenru-west", "gate")
+    when = START + timedelta(days=1, hours=14)
+    rollup.apply(gate.window(when, 900, 100), "wenru-west")
+    before = {z: rollup.occupancy(z) for z in ("wenru", "west", "sfqx")}
+    band = rollup.band("wenru")
+    assert band > 0
+    said = rollup.anchor(headcount("wenru", 500, when))
+    moved = rollup.occupancy("wenru") - before["wenru"]
+    assert -300 < moved < 0  # towards the count, weighed by how sure each is (the count wins most of it)
+    assert abs(rollup.occupancy("wenru") - 500) < abs(before["wenru"] - 500)
+    assert all(rollup.occupancy(z) - before[z] == moved for z in ("west", "sfqx"))  # the zones holding it too
+    assert rollup.occupancy("yijin") == 0
+    assert rollup.band("wenru") < band
+    assert "officer-huang" in said
+    records = [p for p in rollup.take_points() if p.startswith("corrections")]
+    assert len(records) == 3
+    assert all("reason=headcount" in p and 'by="officer-huang"' in p and "observed=500i" in p for p in records)
+    with pytest.raises(InvalidMessageError, match="anchors the zone only at the time of its data"):
+        rollup.anchor(headcount("wenru", 500, when - timedelta(hours=2)))
+
+
+@pytest.mark.parametrize(
+    ("zone", "person", "why"),
+    [
+        ("wenru", "officer-zheng", "not an officer or staff member of 'wenru'"),
+        ("west", "officer-lin", "not a third-level zone"),
+        ("wenru", "tech-team", "not an officer or staff member"),
+        ("nowhere", "officer-huang", "not a third-level zone"),
+    ],
+)
+def test_a_headcount_from_someone_not_responsible_for_the_zone_is_refused(zone: str, person: str, why: str) -> None:
+    validator = Validator(SITE, ValidationConfig())
+    now = datetime.now(timezone.utc)
+    message = headcount(zone, 100, now, person)
+    topic = c.topic_for(message)
+    with pytest.raises(InvalidMessageError, match=why):
+        validator.check_headcount(topic, c.encode(message), now)
+
+
+def test_a_headcount_whose_payload_names_someone_else_than_its_topic_is_refused() -> None:
+    """The ACL lets a person write only under their own name: the payload must say the same."""
+    validator = Validator(SITE, ValidationConfig())
+    now = datetime.now(timezone.utc)
+    forged = headcount("wenru", 100, now, "staff-wenru-head")
+    topic = c.topic_for(headcount("wenru", 100, now, "officer-huang"))
+    with pytest.raises(InvalidMessageError, match="differ from the topic"):
+        validator.check_headcount(topic, c.encode(forged), now)
+    fine = headcount("wenru", 100, now)
+    assert validator.check_headcount(c.topic_for(fine), c.encode(fine), now).count == 100
+    typo = headcount("wenru", 100_000, now)
+    with pytest.raises(InvalidMessageError, match="a typo"):
+        validator.check_headcount(c.topic_for(typo), c.encode(typo), now)

@@ -70,10 +70,11 @@ def test_every_measurement_is_accepted_by_influxdb_1x(influxdb: InfluxDB) -> Non
         points.heartbeat(s["heartbeat"].model_copy(update={"inference_ms": None, "cpu_temp_c": None,
                                                            "clock_synced": None, "time": NOW}), "yijin-west"),
         points.availability(s["availability"], "yijin-west", NOW),
-        points.zone("sanfang-qixiang", "yijin", "grid3", 120, 135, 118, 1300, 2600.0, NOW),
-        points.zone("sanfang-qixiang", "sfqx", "area", 0, -4, 0, 14000, None, NOW),
+        points.zone("sanfang-qixiang", "yijin", "grid3", 120, 135, 118, 40, 5200, 1300, 2600.0, NOW),
+        points.zone("sanfang-qixiang", "sfqx", "area", 0, -4, 0, 0, 0, 14000, None, NOW),
         points.line_state("sanfang-qixiang", "cam-yijin-west", "gate", 48211, 47950, 261, "ab" * 16, NOW),
         points.correction("sanfang-qixiang", "yijin", "clamp", 4, -4, NOW),
+        points.correction("sanfang-qixiang", "wenru", "headcount", -40, 540, NOW, by="officer-huang", observed=500),
         points.status(s["status"]),
     ]  # fmt: skip
     site = load_site(EXAMPLE_SITE)
@@ -83,7 +84,7 @@ def test_every_measurement_is_accepted_by_influxdb_1x(influxdb: InfluxDB) -> Non
     lines += points.night(site.site.id, night, learning.dumps())
     db.write(lines)
     measurements = {series["name"]: len(rows(series)) for series in db.query("SELECT * FROM /.*/")}
-    assert measurements == {"heartbeat": 2, "availability": 1, "zones": 2, "line_state": 1, "corrections": 1,
+    assert measurements == {"heartbeat": 2, "availability": 1, "zones": 2, "line_state": 1, "corrections": 2,
                             "aggregator": 1, "counting_factors": len(learning.keys), "closures": 6,
                             "factor_state": 1}  # fmt: skip
     [state] = db.query("SELECT last(state) FROM factor_state")

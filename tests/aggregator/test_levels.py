@@ -116,3 +116,22 @@ def test_the_roll_up_counts_people_entering_each_zone_over_the_last_minute() -> 
         )
     assert rollup.inflow_per_min("wenru") == 120  # the last minute: 12 windows of 10
     assert rollup.inflow_per_min("nanhou") == 36  # the mouth's "out" leaves Wenru into Nanhou Street
+
+
+def test_a_zone_whose_estimate_may_be_red_is_never_shown_green_and_its_notice_says_the_count_is_uncertain() -> None:
+    engine = LevelEngine(SITE, LevelsConfig())
+    capacity = SITE.zone("nanhou").capacity
+    sure = ZoneState("nanhou", int(0.6 * capacity), int(0.6 * capacity), capacity, None, T0, band=50)
+    assert engine.update(sure, 1.0, [], T0).level == "green"  # type: ignore[union-attr]
+    half = int(0.6 * capacity)
+    unsure = ZoneState("nanhou", half, half, capacity, None, T0, band=int(0.45 * capacity))
+    change = engine.update(unsure, 1.0, [], T0 + timedelta(seconds=10))
+    assert change is not None
+    assert change.level == "yellow"
+    assert "may be as high as" in change.reason
+    notice = notices.notice(SITE, change, engine.level, lambda _zone: 0.5, uncertain_at=0.1)
+    assert notice.band == int(0.45 * capacity)
+    assert "估算" in notice.text.zh
+    assert "estimate" in notice.text.en
+    calm = notices.notice(SITE, change.__class__(**{**change.__dict__, "state": sure}), engine.level, lambda _z: 0.5)
+    assert "estimate" not in calm.text.en

@@ -5,14 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import closing
+from datetime import datetime, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
 
-from harness.servers import Mosquitto
+from aggregator.config import InfluxConfig
+from aggregator.influx import Database, rows
+from harness.servers import InfluxDB, Mosquitto
+from harness.simulated import Publisher
 from lanewatch import contract as c
-from tests.conftest import connected, run_cli
+from tests.aggregator.test_rollup import Device
+from tests.aggregators import AggregatorProcess
+from tests.conftest import connected, run_cli, wait_until
 from tests.samples import NOW, samples
 
 
@@ -80,3 +87,45 @@ def test_watch_names_the_zones_when_given_an_unknown_one() -> None:
     result = run_cli("alerts", "watch", "--zone", "nowhere")
     assert result.exit_code == 2
     assert "no zone 'nowhere'; zones: sfqx, west, east" in result.stderr
+
+
+def test_an_officer_reports_a_headcount_of_their_lane_and_the_aggregator_re_anchors_it(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path
+) -> None:
+    """`alerts headcount wenru 480` as Wenru's officer: acknowledged by the broker, applied by the real
+    aggregator, on the record with the officer's name; counting a lane that is not yours is refused by the
+    broker's ACL, and a forged name by the aggregator."""
+    influxdb.query("DROP DATABASE headcounts")
+    process = AggregatorProcess(tmp_path, fresh_mosquitto, influxdb, "headcounts", instance="agg-headcount")
+    try:
+        process.start().wait_connected()
+        gate = Device("cam-wenru-west", "gate")
+        window = gate.window(datetime.now(timezone.utc), 300, 20)
+        with closing(Publisher(fresh_mosquitto.login)) as publisher:
+            assert publisher.send([(c.topic_for(window), c.encode(window))]) == 1
+        officer = receiver_config(tmp_path, fresh_mosquitto, "officer-huang")
+        result = run_cli("alerts", "headcount", "wenru", "480", "--config", str(officer))
+        assert result.exit_code == 0, result.output
+        assert "文儒坊" in result.output
+        assert "officer-huang" in result.output
+        db = Database(InfluxConfig(url=influxdb.url, database="headcounts"))
+
+        def recorded() -> list[dict]:
+            try:
+                return [r for s in db.query("SELECT * FROM corrections WHERE reason = 'headcount'") for r in rows(s)]
+            except Exception:  # not written yet
+                return []
+
+        assert wait_until(lambda: len(recorded()) == 3, 30), process.log()[-3000:]  # wenru, west, sfqx
+        assert {(r["zone"], r["by"], r["observed"]) for r in recorded()} == {
+            (zone, "officer-huang", 480) for zone in ("wenru", "west", "sfqx")
+        }
+        db.close()
+        not_theirs = run_cli("alerts", "headcount", "guanglu", "100", "--config", str(officer))
+        assert not_theirs.exit_code != 0
+        assert "not an officer or staff member of guanglu" in not_theirs.output
+        forged = run_cli("alerts", "headcount", "guanglu", "100", "--config", str(officer), "--person", "officer-zheng")
+        assert forged.exit_code != 0
+        assert "refused" in forged.output  # the ACL: officer-huang may write only under their own name
+    finally:
+        process.cleanup()

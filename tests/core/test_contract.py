@@ -28,6 +28,7 @@ SCHEMA_FILE = {
         "fault": "device-fault",
         "status": "aggregator-status",
         "deadletter": "dead-letter",
+        "headcount": "headcount",
     }.items()
 }
 

@@ -36,9 +36,11 @@ def _published(kind: str) -> tuple[str, c.Message, bool]:
 
 
 def _sender(broker: Mosquitto, kind: str) -> mqtt.Client:
-    """Who may publish this kind: the device named in it, or the aggregator."""
-    device = samples()[kind].device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
-    return connected(broker, device or "aggregator", f"contract-{kind}")
+    """Who may publish this kind: the device named in it, the person who counted, or the aggregator."""
+    message = samples()[kind]
+    device = message.device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
+    person = message.person if isinstance(message, c.Headcount) else None
+    return connected(broker, device or person or "aggregator", f"contract-{kind}")
 
 
 @pytest.fixture(autouse=True)

@@ -287,14 +287,24 @@ def test_the_aggregator_away_for_15_minutes_at_peak_loses_and_doubles_nothing(
 # --- the generated files -------------------------------------------------------------------------------
 
 
-def test_grid_staff_read_only_their_grids_and_technicians_see_dead_letters() -> None:
+def test_grid_staff_read_only_their_grids_write_only_their_own_headcounts_and_technicians_see_dead_letters() -> None:
     rules = acl_rules(SITE)
-    assert rules["staff-yijin-head"] == [f"topic read {ROOT}/zones/yijin/#"]
-    assert rules["officer-lin"] == [f"topic read {ROOT}/zones/{z}/#" for z in ("guanglu", "wenru", "west", "yijin")]
+    assert rules["staff-yijin-head"] == [
+        f"topic read {ROOT}/zones/yijin/#", f"topic write {ROOT}/headcounts/yijin/staff-yijin-head"
+    ]  # fmt: skip
+    lanes = ("guanglu", "wenru", "yijin")  # the third-level grids of West
+    assert rules["officer-lin"] == [f"topic read {ROOT}/zones/{z}/#" for z in ("guanglu", "wenru", "west", "yijin")] + [
+        f"topic write {ROOT}/headcounts/{z}/officer-lin" for z in lanes
+    ]
     assert rules["control-room"] == [f"topic read {ROOT}/#"]
     assert f"topic read {ROOT}/aggregator/+/deadletter" in rules["tech-team"]
-    readers = [line for user, lines in rules.items() if user.startswith(("staff", "officer")) for line in lines]
-    assert all(line.startswith("topic read ") for line in readers)
+    assert f"topic read {ROOT}/headcounts/#" in rules["aggregator"]
+    for user, lines in rules.items():
+        if user.startswith(("staff", "officer")):
+            writes = [line for line in lines if not line.startswith("topic read ")]
+            assert all(
+                line.startswith(f"topic write {ROOT}/headcounts/") and line.endswith(f"/{user}") for line in writes
+            )
 
 
 def test_secrets_are_private_and_kept_when_regenerated(mosquitto: Mosquitto) -> None:
