@@ -24,7 +24,12 @@ One odd day must not ruin them:
   factors are what is wrong then, not the day).
 
 A factor that has moved more than ``flag_factor`` from the prior also flags its device: a counter
-that needs a large correction is a counter to check. Pure Python: forty factors are small sums.
+that needs a large correction is a counter to check.
+
+A dirty lens must not wait for the night: ``HourlyShares`` sets each device's share of the last hour
+against its usual for that hour of the day; two hours in a row beyond ``flag_share`` flag the device
+at once, and its counts are scaled back to its usual share (the two hours counted short are made up)
+until it counts as usual again. Pure Python: forty factors are small sums.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ from lanewatch.site.model import Site
 Key = tuple[str, str]  # device, line
 HISTORY_DAYS = 7  # the days a device's usual share is the median of
 MIN_CROSSINGS = 200  # a device's share is judged only on days with at least this many crossings around it
+#: an hour is judged only when the device should have counted at least this many (its usual share of the
+#: others' crossings): below it, chance alone moves a share by more than ``flag_share`` too often
+MIN_HOURLY = 60
+SCALE_BOUNDS = (1 / 3, 3.0)  # the most a live scale may make of a device's counts
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,94 @@ class Night:
     flags: list[Flag] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Rescale:
+    """A device's live scale changes: its counts are multiplied by ``new`` from now on, and its last
+    ``hours`` hours (counted at ``old``) are made up to ``new`` too."""
+
+    device: str
+    old: float
+    new: float
+    hours: int
+
+
+class HourlyShares:
+    """Each device's share of the crossings around its zones, hour by hour, against its usual share for
+    that hour of the day (the gates' flows change over a day): a dirty lens found within two hours."""
+
+    def __init__(self, around: dict[str, set[str]], flag_share: float) -> None:
+        self.around, self.flag_share = around, flag_share
+        self.hour: Optional[int] = None  # the hour being counted (hours since the epoch, data time)
+        self.counts: dict[str, int] = {}
+        self.usual: dict[str, dict[int, deque[float]]] = {device: {} for device in around}
+        self.off: dict[str, float] = {}  # devices off their usual share in the last hour judged: the ratio
+        self.scale: dict[str, float] = {}  # devices whose counts are scaled now
+        self.why: dict[str, str] = {}
+
+    def add(self, device: str, when: datetime, crossings: int) -> Optional[list[Rescale]]:
+        """Count a window's crossings; at the first window of a new hour, the verdicts on the hour before
+        (None while the hour goes on)."""
+        hour = int(when.timestamp() - 1e-6) // 3600  # a window ending on the hour is the hour before's
+        verdicts = None
+        if self.hour is None:
+            self.hour = hour
+        elif hour > self.hour:
+            verdicts = self._judge(self.hour % 24)
+            self.hour, self.counts = hour, {}
+        self.counts[device] = self.counts.get(device, 0) + crossings
+        return verdicts
+
+    def factor(self, device: str) -> float:
+        return self.scale.get(device, 1.0)
+
+    def _judge(self, hour_of_day: int) -> list[Rescale]:
+        verdicts = []
+        for device, around in self.around.items():
+            if device not in self.counts:  # no data from it: the device checks report that
+                continue
+            own = self.counts[device]
+            others = sum(self.counts.get(d, 0) for d in around if d != device)
+            history = self.usual[device].setdefault(hour_of_day, deque(maxlen=HISTORY_DAYS))
+            if others == 0:
+                continue
+            share = own / others
+            if len(history) < 2:
+                if device not in self.scale:
+                    history.append(share)
+                continue
+            usual = statistics.median(history)
+            if usual * others < MIN_HOURLY:
+                continue
+            ratio = share / usual
+            off = ratio < self.flag_share or ratio > 1 / self.flag_share
+            old = self.scale.get(device, 1.0)
+            if off and device in self.off:  # a second hour in a row: not chance
+                new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / ratio)) if ratio > 0 else SCALE_BOUNDS[1]
+                self.scale[device] = new
+                self.why[device] = (f"counted {ratio:.0%} of its usual share of the crossings around its zones for "
+                                    "two hours (a dirty or blocked lens, or a moved camera?); counts scaled by "
+                                    f"{new:.2f} until it counts as usual")  # fmt: skip
+                verdicts.append(Rescale(device, old, new, 1 if old != 1.0 else 2))
+            elif device in self.scale and abs(ratio - 1) <= (1 - self.flag_share) / 2:  # back to its usual
+                del self.scale[device], self.why[device]
+                verdicts.append(Rescale(device, old, 1.0, 1))
+            if off:
+                self.off[device] = ratio
+            else:
+                self.off.pop(device, None)
+                if device not in self.scale:
+                    history.append(share)
+        return verdicts
+
+    def state(self) -> dict[str, dict[str, list[float]]]:
+        return {device: {str(h): list(v) for h, v in hours.items()} for device, hours in self.usual.items()}
+
+    def restore(self, state: dict[str, dict[str, list[float]]]) -> None:
+        for device, hours in state.items():
+            if device in self.usual:
+                self.usual[device] = {int(h): deque(v[-HISTORY_DAYS:], maxlen=HISTORY_DAYS) for h, v in hours.items()}
+
+
 class CountingFactors:
     """Every counting line's two factors, their joint uncertainty, and the nightly learning."""
 
@@ -103,6 +200,7 @@ class CountingFactors:
             for device in devices:
                 self.around.setdefault(device, set()).update(devices)
         self.usual: dict[str, deque[float]] = {d.id: deque(maxlen=HISTORY_DAYS) for d in site.devices}
+        self.hourly = HourlyShares(self.around, config.flag_share)
         self.gated: set[str] = set()  # zones whose equation was left out last night as too far off
         #: per zone, what was left at closing with the factors in use, per person crossing: the error rate
         #: that makes each zone's uncertainty band
@@ -232,6 +330,7 @@ class CountingFactors:
                 "usual": {device: list(shares) for device, shares in self.usual.items()},
                 "gated": sorted(self.gated),
                 "residuals": {zone: list(values) for zone, values in self.residuals.items()},
+                "hourly": self.hourly.state(),
             },
             separators=(",", ":"),
         )
@@ -252,6 +351,7 @@ class CountingFactors:
             if zone in self.residuals:
                 self.residuals[zone].clear()
                 self.residuals[zone].extend(float(v) for v in values[-HISTORY_DAYS:])
+        self.hourly.restore(state.get("hourly", {}))
         for device, shares in state["usual"].items():
             if device in self.usual:
                 self.usual[device].clear()

@@ -21,7 +21,9 @@ kept beside it (``uncorrected``). Drift is also corrected on purpose, and every 
 occupancy in use is recorded (measurement ``corrections``):
 - an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
 - at the site's closing time every zone is reset to 0, after the day's counts taught the factors;
-- a staff headcount re-anchors its zone (``anchor``), weighed against the estimate's band.
+- a staff headcount re-anchors its zone (``anchor``), weighed against the estimate's band;
+- a device counting far from its usual share for two hours has its counts scaled back to it, the two
+  hours made up (``aggregator.drift.HourlyShares``; reason ``share``).
 
 All state lives in ``line_state`` and ``zones`` points written with the same batch as the data that
 changed it, so ``restore`` after a crash (or on a new machine) continues exactly where the stored
@@ -39,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from aggregator import points
 from aggregator.config import DriftConfig, ValidationConfig
-from aggregator.drift import CountingFactors, Key, Night
+from aggregator.drift import CountingFactors, Key, Night, Rescale
 from aggregator.validation import FLOW_SLACK, InvalidMessageError, max_flow
 from lanewatch import contract
 from lanewatch.site.model import Site
@@ -103,6 +105,9 @@ class RollUp:
         self.crossed = {z.id: 0 for z in site.zones}  # people counted across the boundary since the last anchor
         self.anchor_var = {z.id: 0.0 for z in site.zones}  # the estimate's variance left by that anchor
         self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
+        #: each device's people (in - out, as applied) in the current hour and the two before it
+        self._hours: dict[str, deque[float]] = {d.id: deque([0.0], maxlen=3) for d in site.devices}
+        self._entrance_of = {d.id: d.entrance for d in site.devices}
         self.nights: list[Night] = []  # learned and not yet taken (ZoneWatch tells the technicians)
         self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
         self._dirty_zones: set[str] = set()
@@ -182,7 +187,13 @@ class RollUp:
         day_in, day_out = self.day.get(key, (0, 0))
         self.day[key] = (day_in + came, day_out + went)
         factor_in, factor_out = self.factors.factor(key) if self._corrects else (1.0, 1.0)
-        people = factor_in * came - factor_out * went
+        verdicts = self.factors.hourly.add(window.device, window.window_end, came + went)
+        if verdicts is not None:
+            self._rescale(verdicts, window.window_end)
+        scale = self.factors.hourly.factor(window.device) if self._corrects else 1.0
+        people = scale * (factor_in * came - factor_out * went)
+        if window.device in self._hours:
+            self._hours[window.device][-1] += people
         for zone_id, sign in self.effects[entrance_id]:
             entering = window.in_ if sign > 0 else window.out
             if entering:
@@ -196,6 +207,17 @@ class RollUp:
             if self.estimate[zone_id] < 0:
                 self._correct(zone_id, "clamp", -self.estimate[zone_id], window.window_end)
         return True
+
+    def _rescale(self, verdicts: list[Rescale], when: datetime) -> None:
+        """A new hour: each device's counts scaled as the hour's shares said, its last hours made up."""
+        for verdict in verdicts if self._corrects else []:
+            counted = list(self._hours.get(verdict.device, ()))[-verdict.hours :]
+            people = (verdict.new / verdict.old - 1) * sum(counted)
+            for zone_id, sign in self.effects[self._entrance_of[verdict.device]]:
+                if sign * people:
+                    self._correct(zone_id, "share", max(sign * people, -self.estimate[zone_id]), when)
+        for hours in self._hours.values():
+            hours.append(0.0)
 
     def _counted(
         self, key: tuple[str, str], old: Optional[LineState], window: contract.CountWindow, entrance: str
@@ -260,6 +282,9 @@ class RollUp:
         self.nights.append(night)
         self._corrections.extend(points.night(self.site_id, night, self.factors.dumps()))
         self.day = {}
+        for hours in self._hours.values():
+            hours.clear()
+            hours.append(0.0)
         for zone in self.site.zones:
             if self.estimate[zone.id] != 0:
                 self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)

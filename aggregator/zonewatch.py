@@ -49,6 +49,7 @@ class ZoneWatch:
         self.forecast = Forecaster(site.site.timezone, horizon) if horizon else None
         self.step = timedelta(seconds=config.levels.step_s)
         self.devices_of = {e.id: [d.id for d in site.devices_at(e.id)] for e in site.entrances}
+        self._night_flags: dict[str, str] = {}  # devices the latest night flagged, and why
         self.boundary = {z.id: [e.id for e, _sign in site.boundary_entrances(z.id)] for z in site.zones}
         self.evaluated: Optional[datetime] = None  # the data time of the latest judgement
         self.data_time: Optional[datetime] = None  # the end of the newest count window applied
@@ -95,9 +96,13 @@ class ZoneWatch:
         if not times:
             return
         for night in self.rollup.take_nights():
-            self.health.miscounting = {flag.device: flag.why for flag in night.flags}
+            self._night_flags = {flag.device: flag.why for flag in night.flags}
             for flag in night.flags:
                 log.warning("device %s: %s", flag.device, flag.why)
+        live = self.rollup.factors.hourly.why
+        for device in live.keys() - self.health.miscounting.keys():
+            log.warning("device %s: %s", device, live[device])
+        self.health.miscounting = {**self._night_flags, **live}
         when = max(times)  # the data's own clock, so that dwell times hold in replays too
         self.evaluated = when
         problems = self.health.problems(self.clock_off())

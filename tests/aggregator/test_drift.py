@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pytest
@@ -44,10 +44,13 @@ def traffic(days: int, seed: int = 7, start: datetime = START) -> realtraffic.Tr
 
 
 def feed(
-    rollup: RollUp, counted: realtraffic.Traffic, bands: Optional[list[int]] = None
+    rollup: RollUp,
+    counted: realtraffic.Traffic,
+    bands: Optional[list[int]] = None,
+    each: Optional[Callable[[int], None]] = None,
 ) -> dict[str, list[tuple[int, int, int]]]:
     """The counted traffic as 5-minute windows; per third-level zone and window end: (true, in use, uncorrected);
-    ``bands`` collects Wenru's band at every window end."""
+    ``bands`` collects Wenru's band at every window end; ``each`` is called with every window's first minute."""
     devices = {d.id: Device(d.id, d.lines[0].name) for d in SITE.devices}
     seen: dict[str, list[tuple[int, int, int]]] = {zone: [] for zone in LEAVES}
     for first in range(0, counted.minutes, STEP):
@@ -60,6 +63,8 @@ def feed(
             )
         if bands is not None:
             bands.append(rollup.band("wenru"))
+        if each is not None:
+            each(first)
         for zone in LEAVES:
             seen[zone].append((int(counted.occupancy[zone][first + STEP - 1]), rollup.occupancy(zone),
                                rollup.uncorrected(zone)))  # fmt: skip
@@ -134,6 +139,36 @@ def test_a_dirty_lens_is_flagged_that_night_and_teaches_the_factors_nothing() ->
              for n in range(1, days)]  # fmt: skip
     ordinary = max(m for n, m in enumerate(moved, start=1) if n != dirty_day)
     assert moved[dirty_day - 1] <= ordinary
+
+
+def test_a_lens_that_gets_dirty_at_noon_is_flagged_and_made_up_within_hours_and_released_once_clean() -> None:
+    """From noon on day 4 one device counts half: within three hours its counts are scaled back to its
+    usual share (the hours counted short made up) and the technicians know; the next day, clean again, it
+    is released. Meanwhile no other device is ever scaled."""
+    days, dirty_day = 6, 4  # the replay's days start at local midnight
+    counted, _given = miscount.miscount(SITE, traffic(days), SKEWED, seed=5)
+    victim = "cam-wenru-west"
+    flows = counted.device_flows[victim].copy()
+    dirty = slice(dirty_day * realtraffic.DAY + 12 * 60, (dirty_day + 1) * realtraffic.DAY)
+    flows[dirty] = flows[dirty] // 2
+    counted.device_flows[victim] = flows
+    scaled: dict[int, set[str]] = {}
+
+    def watch(minute: int) -> None:
+        scaled[minute] = set(rollup.factors.hourly.scale)
+
+    rollup = RollUp(SITE)
+    seen = feed(rollup, counted, each=watch)
+    onset = dirty.start
+    assert all(devices <= {victim} for devices in scaled.values()), "only the dirty lens is ever scaled"
+    assert all(not devices for minute, devices in scaled.items() if minute < onset)
+    assert victim in scaled[onset + 3 * 60], "scaled within three hours"
+    assert victim not in scaled[(dirty_day + 1) * realtraffic.DAY + 20 * 60], "released once clean"
+    evening = (dirty_day * realtraffic.DAY + 20 * 60) // STEP  # 20:00, before closing
+    truth, used, plain = seen["wenru"][evening]
+    capacity = SITE.zone("wenru").capacity
+    assert abs(plain - truth) > 0.15 * capacity, "the dirty lens should drift: the test would show nothing"
+    assert abs(used - truth) < abs(plain - truth) / 3, (truth, used, plain)
 
 
 def test_a_biased_counter_unbalances_its_zones_until_a_checked_night_and_the_next_nights_close_balanced() -> None:
