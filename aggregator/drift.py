@@ -35,6 +35,7 @@ until it counts as usual again. Pure Python: forty factors are small sums.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -98,19 +99,25 @@ class Rescale:
 
 
 class HourlyShares:
-    """Each device's share of the crossings around its zones, hour by hour, against its usual share for
-    that hour of the day (the gates' flows change over a day): a dirty lens found within two hours."""
+    """Each device's share of the crossings around its zones, hour by hour and per direction, against its
+    usual share for that hour of the day (the gates' flows change over a day): a dirty lens found within
+    two hours.
+
+    Real gates' shares move by half or double from one day to the next in single hours, but in one
+    direction at a time (an evening of leaving by one gate); a lens that sees less misses people both
+    ways. So a device is off only when its ``in`` and its ``out`` shares are both off, the same way."""
 
     def __init__(self, around: dict[str, set[str]], flag_share: float) -> None:
         self.around, self.flag_share = around, flag_share
         self.hour: Optional[int] = None  # the hour being counted (hours since the epoch, data time)
-        self.counts: dict[str, int] = {}
-        self.usual: dict[str, dict[int, deque[float]]] = {device: {} for device in around}
+        self.counts: dict[str, tuple[int, int]] = {}
+        #: per device and hour of the day, the last days' shares (in, out)
+        self.usual: dict[str, dict[int, deque[tuple[float, float]]]] = {device: {} for device in around}
         self.off: dict[str, float] = {}  # devices off their usual share in the last hour judged: the ratio
         self.scale: dict[str, float] = {}  # devices whose counts are scaled now
         self.why: dict[str, str] = {}
 
-    def add(self, device: str, when: datetime, crossings: int) -> Optional[list[Rescale]]:
+    def add(self, device: str, when: datetime, came: int, went: int) -> Optional[list[Rescale]]:
         """Count a window's crossings; at the first window of a new hour, the verdicts on the hour before
         (None while the hour goes on)."""
         hour = int(when.timestamp() - 1e-6) // 3600  # a window ending on the hour is the hour before's
@@ -120,58 +127,104 @@ class HourlyShares:
         elif hour > self.hour:
             verdicts = self._judge(self.hour % 24)
             self.hour, self.counts = hour, {}
-        self.counts[device] = self.counts.get(device, 0) + crossings
+        old_in, old_out = self.counts.get(device, (0, 0))
+        self.counts[device] = (old_in + came, old_out + went)
         return verdicts
 
     def factor(self, device: str) -> float:
         return self.scale.get(device, 1.0)
 
-    def _judge(self, hour_of_day: int) -> list[Rescale]:
-        verdicts = []
-        for device, around in self.around.items():
-            if device not in self.counts:  # no data from it: the device checks report that
-                continue
-            own = self.counts[device]
-            others = sum(self.counts.get(d, 0) for d in around if d != device)
-            history = self.usual[device].setdefault(hour_of_day, deque(maxlen=HISTORY_DAYS))
-            if others == 0:
-                continue
-            share = own / others
-            if len(history) < 2:
-                if device not in self.scale:
-                    history.append(share)
-                continue
-            usual = statistics.median(history)
-            if usual * others < MIN_HOURLY:
-                continue
-            ratio = share / usual
-            off = ratio < self.flag_share or ratio > 1 / self.flag_share
-            old = self.scale.get(device, 1.0)
-            if off and device in self.off:  # a second hour in a row: not chance
-                new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / ratio)) if ratio > 0 else SCALE_BOUNDS[1]
-                self.scale[device] = new
-                self.why[device] = (f"counted {ratio:.0%} of its usual share of the crossings around its zones for "
-                                    "two hours (a dirty or blocked lens, or a moved camera?); counts scaled by "
-                                    f"{new:.2f} until it counts as usual")  # fmt: skip
-                verdicts.append(Rescale(device, old, new, 1 if old != 1.0 else 2))
-            elif device in self.scale and abs(ratio - 1) <= (1 - self.flag_share) / 2:  # back to its usual
-                del self.scale[device], self.why[device]
-                verdicts.append(Rescale(device, old, 1.0, 1))
-            if off:
-                self.off[device] = ratio
-            else:
-                self.off.pop(device, None)
-                if device not in self.scale:
-                    history.append(share)
-        return verdicts
+    def _shares(
+        self, device: str, counted: dict[str, tuple[float, float]]
+    ) -> Optional[tuple[tuple[float, float], float]]:
+        """The device's shares (in, out) of the hour's crossings around its zones, as ``counted``, and the
+        fewer of the others' crossings; None without data from it (the device checks report that)."""
+        if device not in self.counts:
+            return None
+        around = [counted.get(d, (0.0, 0.0)) for d in self.around[device] if d != device]
+        others = (sum(c[0] for c in around), sum(c[1] for c in around))
+        if min(others) <= 0:
+            return None
+        own = self.counts[device]
+        return (own[0] / others[0], own[1] / others[1]), min(others)
 
-    def state(self) -> dict[str, dict[str, list[float]]]:
+    def _judge(self, hour_of_day: int) -> list[Rescale]:
+        """The hour's verdicts. The others' crossings are taken as corrected (a dirty neighbour makes every
+        other device's share look high): the device furthest off is judged first and its counts corrected
+        before the rest are judged again; a device counting short goes before one counting over as far."""
+        counted: dict[str, tuple[float, float]] = dict(self.counts)
+        usual: dict[str, tuple[float, float]] = {}
+        for device in self.around:
+            shares = self._shares(device, counted)
+            if shares is None:
+                continue
+            history = self.usual[device].setdefault(hour_of_day, deque(maxlen=HISTORY_DAYS))
+            if len(history) < 2:  # still learning what is usual
+                if device not in self.scale:
+                    history.append(shares[0])
+                continue
+            usual[device] = (statistics.median(s[0] for s in history), statistics.median(s[1] for s in history))
+            if min(usual[device]) * shares[1] < MIN_HOURLY:  # too few people to judge
+                del usual[device]
+        judged: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}  # device -> (shares, ratios)
+        while usual:
+            now = {}
+            for device, (usual_in, usual_out) in usual.items():
+                shares = self._shares(device, counted)
+                if shares is not None:
+                    now[device] = (shares[0], (shares[0][0] / usual_in, shares[0][1] / usual_out))
+            off = [d for d, (_shares, ratios) in now.items() if self._off(ratios)]
+            if not off:
+                judged.update(now)
+                break
+            device = max(off, key=lambda d: (abs(math.log(now[d][1][0] * now[d][1][1])), -now[d][1][0]))
+            judged[device] = now[device]
+            del usual[device]
+            raw, ratios = self.counts[device], now[device][1]
+            counted[device] = (raw[0] / ratios[0], raw[1] / ratios[1])
+        verdicts = (self._verdict(device, *judgement, hour_of_day) for device, judgement in judged.items())
+        return [verdict for verdict in verdicts if verdict is not None]
+
+    def _off(self, ratios: tuple[float, float]) -> bool:
+        """Both directions off, the same way (a real gate's share moves one way at a time)."""
+        return max(ratios) < self.flag_share or min(ratios) > 1 / self.flag_share
+
+    def _verdict(
+        self, device: str, shares: tuple[float, float], ratios: tuple[float, float], hour_of_day: int
+    ) -> Optional[Rescale]:
+        """What an hour off (or back to usual) means for the device; the hour joins its usual ones if it
+        was not off."""
+        ratio = (ratios[0] * ratios[1]) ** 0.5
+        off, old, verdict = self._off(ratios), self.factor(device), None
+        if off and device in self.off:  # a second hour in a row: not chance
+            new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / ratio)) if ratio > 0 else SCALE_BOUNDS[1]
+            self.scale[device] = new
+            self.why[device] = (f"counted {ratio:.0%} of its usual share of the crossings around its zones, "
+                                "both ways, for two hours (a dirty or blocked lens, or a moved camera?); "
+                                f"counts scaled by {new:.2f} until it counts as usual")  # fmt: skip
+            verdict = Rescale(device, old, new, 1 if old != 1.0 else 2)
+        elif device in self.scale and abs(ratio - 1) <= (1 - self.flag_share) / 2:  # back to its usual
+            del self.scale[device], self.why[device]
+            verdict = Rescale(device, old, 1.0, 1)
+        if off:
+            self.off[device] = ratio
+        else:
+            self.off.pop(device, None)
+            if device not in self.scale:
+                self.usual[device][hour_of_day].append(shares)
+        return verdict
+
+    def state(self) -> dict[str, dict[str, list[tuple[float, float]]]]:
         return {device: {str(h): list(v) for h, v in hours.items()} for device, hours in self.usual.items()}
 
-    def restore(self, state: dict[str, dict[str, list[float]]]) -> None:
+    def restore(self, state: dict[str, dict[str, list[list[float]]]]) -> None:
         for device, hours in state.items():
             if device in self.usual:
-                self.usual[device] = {int(h): deque(v[-HISTORY_DAYS:], maxlen=HISTORY_DAYS) for h, v in hours.items()}
+                self.usual[device] = {
+                    int(h): deque(((s[0], s[1]) for s in v[-HISTORY_DAYS:]), maxlen=HISTORY_DAYS)
+                    for h, v in hours.items()
+                    if all(isinstance(s, list) and len(s) == 2 for s in v)  # shares of an older form: relearned
+                }
 
 
 class CountingFactors:

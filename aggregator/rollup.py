@@ -187,7 +187,7 @@ class RollUp:
         day_in, day_out = self.day.get(key, (0, 0))
         self.day[key] = (day_in + came, day_out + went)
         factor_in, factor_out = self.factors.factor(key) if self._corrects else (1.0, 1.0)
-        verdicts = self.factors.hourly.add(window.device, window.window_end, came + went)
+        verdicts = self.factors.hourly.add(window.device, window.window_end, came, went)
         if verdicts is not None:
             self._rescale(verdicts, window.window_end)
         scale = self.factors.hourly.factor(window.device) if self._corrects else 1.0

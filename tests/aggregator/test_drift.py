@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aggregator.config import DriftConfig, ValidationConfig
-from aggregator.drift import CountingFactors
+from aggregator.drift import CountingFactors, HourlyShares
 from aggregator.rollup import RollUp
 from aggregator.validation import InvalidMessageError, Validator
 from harness import miscount, realtraffic
@@ -307,3 +307,35 @@ def test_a_headcount_whose_payload_names_someone_else_than_its_topic_is_refused(
     typo = headcount("wenru", 100_000, now)
     with pytest.raises(InvalidMessageError, match="a typo"):
         validator.check_headcount(c.topic_for(typo), c.encode(typo), now)
+
+
+def test_a_gate_that_people_leave_by_for_one_evening_is_not_a_dirty_lens_but_a_lens_that_misses_both_ways_is() -> None:
+    """Real gates' shares move for hours in one direction (a crowd leaving by the nearer gate); a lens that
+    sees less misses people both ways. Only the second is scaled, and only from its second hour."""
+    shares = HourlyShares({"a": {"a", "b"}, "b": {"a", "b"}}, flag_share=0.7)
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+    def day(n: int, a_in: float = 1.0, a_out: float = 1.0) -> list[dict[str, float]]:
+        """Six hours of one day (10:00-16:00); device a counts its usual 200 per hour and direction, times the
+        given shares; b counts 300. Returns each hour's scales as judged at the start of the next."""
+        seen = []
+        for hour in range(10, 17):
+            when = start + timedelta(days=n, hours=hour, minutes=5)
+            shares.add("a", when, round(200 * a_in), round(200 * a_out))
+            shares.add("b", when, 300, 300)
+            seen.append(dict(shares.scale))
+        return seen
+
+    for n in range(3):
+        assert all(not scale for scale in day(n))
+    evening_exit = day(3, a_in=1.0, a_out=0.4)  # people leave by b instead: a's out share falls far
+    assert all(not scale for scale in evening_exit)
+    assert not shares.why
+    dirty = day(4, a_in=0.5, a_out=0.5)
+    assert [bool(scale) for scale in dirty] == [False, False, True, True, True, True, True]
+    assert dirty[-1]["a"] == pytest.approx(2.0)
+    assert "b" not in dirty[-1]
+    assert "a" in shares.why
+    clean = day(5)
+    assert "a" not in clean[-1], "released once it counts as usual again"
+    assert "a" not in shares.why
