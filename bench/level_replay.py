@@ -13,10 +13,12 @@ zone fills, one dirty lens for a day); the judgement is still against the true o
 how far the stored occupancy strayed from it. Several ``--error-seed`` values replay one fleet of
 counters each. ``--compare`` replays each twice, side by side: the aggregator without its drift
 correction (``drift.enabled: false``) and with it (``aggregator/drift.py``), and says which night
-flagged the dirty lens. ``--headcounts 120`` adds staff who count every zone above 70 % of its capacity
+flagged the dirty lens. ``--warmup 7`` replays a week before the judged one, unjudged: a site that has
+run for a while has learned its counters (without it, the first days, before any night has taught
+the factors, are judged too). ``--headcounts 120`` adds staff who count every zone above 70 % of its capacity
 every two hours (give or take 3 %: ``harness/headcounts.py``).
 
-    .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--seed 1]
+    .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--warmup 7] [--seed 1]
         [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--headcounts 120] [--json]
 """
 
@@ -27,7 +29,7 @@ import json
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo
@@ -46,7 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--week", type=date.fromisoformat, default=realtraffic.DEFAULT_WEEK,
                         help="a date in the real week to replay (its weekdays are kept)")  # fmt: skip
-    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--days", type=int, default=7, help="days judged")
+    parser.add_argument("--warmup", type=int, default=0, metavar="DAYS",
+                        help="replay this many days first, unjudged, as a running site has learned from")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="the visitors' random draws")
     parser.add_argument("--counters", choices=sorted(miscount.MODELS), default="exact",
                         help="how the devices count (harness/miscount.py)")  # fmt: skip
@@ -59,20 +63,23 @@ def main() -> None:
     args = parser.parse_args()
     say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     site = load_site(EXAMPLE_SITE)
-    traffic = realtraffic.week(site, args.week, days=args.days, seed=args.seed)
+    source = args.week - timedelta(days=args.warmup)  # the judged days stay the real week asked for
+    traffic = realtraffic.week(site, source, days=args.days + args.warmup, seed=args.seed)
     results = []
     for error_seed in args.error_seed:
-        counted, given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], error_seed)
+        errors = miscount.MODELS[args.counters]
+        counted, given = miscount.miscount(site, traffic, errors, error_seed, first_day=args.warmup)
         dirty = next(((d.device, d.dirty_day) for d in given if d.dirty_day is not None), None)
         if dirty is not None:
             say(f"error seed {error_seed}: dirty lens at {dirty[0]} on day {dirty[1] + 1}")
         for corrected in (False, True) if args.compare else (None,):
-            say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {args.days} days"
+            total = args.days + args.warmup
+            say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {total} days"
                 + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
             counts = {}
             if args.headcounts:
                 counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=error_seed)
-            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts)
+            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts, args.warmup)
             result.update(error_seed=error_seed)
             results.append(result)
             if not args.json:
@@ -93,10 +100,12 @@ def run(
     say: Callable[[str], None],
     report: Optional[Path],
     counts: Optional[dict[int, list]] = None,
+    warmup: int = 0,
 ) -> dict[str, Any]:
-    """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy."""
+    """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy
+    after the ``warmup`` days."""
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
-    settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + 2) * 24}}
+    settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + warmup + 2) * 24}}
     if corrected is not None:
         settings["drift"] = {"enabled": corrected}
     with local_aggregator(folder, **settings) as (broker, database):
@@ -105,11 +114,12 @@ def run(
         seconds = time.monotonic() - started
         stored = levelreplay.stored_occupancy(site, traffic, database.url)
         flagged = flagged_nights(site, database.url, dirty[0]) if dirty else []
+        scaled = first_scaled(site, database.url) if dirty and corrected else None
         if report:
             write_report(site, traffic, database, report, say)
-    verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored)
+    verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored, judged_from=warmup * realtraffic.DAY)
     result: dict[str, Any] = {
-        "source": counted.source, "days": days, "corrected": corrected, "notices": len(notices),
+        "source": counted.source, "days": days, "warmup_days": warmup, "corrected": corrected, "notices": len(notices),
         "headcounts": sum(len(v) for v in (counts or {}).values()),
         "seconds": round(seconds, 1), "zone_minutes": verdict.minutes, "wrong_level": verdict.wrong_level,
         "wrong_level_share": round(verdict.wrong_level / max(1, verdict.minutes), 4),
@@ -123,15 +133,16 @@ def run(
         local = [when.astimezone(ZoneInfo(site.site.timezone)).date() for when in flagged]
         first_day = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
         dirty_date = first_day + timedelta(days=dirty[1])
+        onset = datetime.combine(dirty_date, datetime.min.time(), ZoneInfo(site.site.timezone))
         result["dirty_lens"] = {"device": dirty[0], "day": str(dirty_date), "flagged_nights": [str(d) for d in local],
-                                "flagged_that_night": dirty_date in local}  # fmt: skip
+                                "flagged_that_night": dirty_date in local,
+                                "scaled_after_h": round((scaled - onset).total_seconds() / 3600, 1) if scaled else None,
+                                }  # fmt: skip
     return result
 
 
 def flagged_nights(site: Site, url: str, device: str) -> list:
     """The nights whose learning flagged ``device`` to the technicians."""
-    from datetime import datetime, timezone
-
     db = Database(InfluxConfig(url=url))
     try:
         found = db.query(
@@ -143,24 +154,38 @@ def flagged_nights(site: Site, url: str, device: str) -> list:
         db.close()
 
 
+def first_scaled(site: Site, url: str) -> Optional[datetime]:
+    """When the live share check first scaled a device's counts (``corrections`` with reason ``share``)."""
+    db = Database(InfluxConfig(url=url))
+    try:
+        found = db.query(f"SELECT delta FROM corrections WHERE site = '{site.site.id}' AND reason = 'share'")
+        times = [row["time"] for series in found for row in rows(series)]
+        return datetime.fromtimestamp(min(times) / 1e9, timezone.utc) if times else None
+    finally:
+        db.close()
+
+
 def print_result(result: dict[str, Any]) -> None:
     mode = {None: "", False: " (uncorrected)", True: " (corrected)"}[result["corrected"]]
-    print(f"{result['source']}{mode}: {result['days']} days, {result['notices']} zone notices, "
+    warmup = f" after {result['warmup_days']} unjudged" if result["warmup_days"] else ""
+    print(f"{result['source']}{mode}: {result['days']} days judged{warmup}, {result['notices']} zone notices, "
           f"replayed in {result['seconds']:.0f} s")  # fmt: skip
     for line in result["lines"]:
         print(line)
     if "dirty_lens" in result:
         lens = result["dirty_lens"]
-        print(
-            f"dirty lens at {lens['device']} on {lens['day']}: flagged the nights of {lens['flagged_nights'] or 'none'}"
-        )
+        scaled = f"; counts scaled {lens['scaled_after_h']} h after the day began" if lens["scaled_after_h"] else ""
+        print(f"dirty lens at {lens['device']} on {lens['day']}: flagged the nights of "
+              f"{lens['flagged_nights'] or 'none'}{scaled}")  # fmt: skip
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print("\nseed  correction   wrong-level        missed red  false red  worst drift  dirty lens flagged that night")
+    print("\nseed  correction   wrong-level        missed red  false red  worst drift  dirty lens: flagged that night, "
+          "scaled after (h)")  # fmt: skip
     for r in results:
         mode = {None: "-", False: "uncorrected", True: "corrected"}[r["corrected"]]
-        lens = r.get("dirty_lens", {}).get("flagged_that_night", "-")
+        found = r.get("dirty_lens", {})
+        lens = f"{found.get('flagged_that_night', '-')}, {found.get('scaled_after_h') or '-'}"
         print(f"{r['error_seed']:>4}  {mode:<11} {r['wrong_level']:>6} ({r['wrong_level_share']:6.2%})  "
               f"{r['missed_red']:>10}  {r['false_red']:>9}  {(r['worst_drift'] or 0):>10.1%}  {lens}")  # fmt: skip
 

@@ -162,9 +162,12 @@ def judge(
     notices: list[contract.DiversionNotice],
     config: LevelsConfig,
     occupancy: Optional[dict[str, np.ndarray]] = None,
+    judged_from: int = 0,
 ) -> Judgement:
-    """The notices against the true occupancy; ``occupancy`` (the aggregator's, per minute) gives the drift."""
+    """The notices against the true occupancy; ``occupancy`` (the aggregator's, per minute) gives the drift.
+    Only the minutes from ``judged_from`` on are judged (the ones before let the aggregator learn)."""
     changes = [n for n in notices if n.kind == "level_change"]
+    judged_start = traffic.minute_end(judged_from) - timedelta(minutes=1)
     minute = {traffic.minute_end(i): i for i in range(traffic.minutes)}
     timeline: dict[str, list[str]] = {}
     for zone in site.zones:
@@ -176,14 +179,14 @@ def judge(
                 current, upcoming = upcoming.level, next(ordered, None)
             levels.append(current)
         timeline[zone.id] = levels
-    result = Judgement(minutes=traffic.minutes * len(site.zones))
+    result = Judgement(minutes=(traffic.minutes - judged_from) * len(site.zones))
     for zone in site.zones:
         rule = config.zones.get(zone.id, config.default)
         dwell = int(rule.dwell_s // 60) + 1
         share = traffic.occupancy[zone.id] / zone.capacity
         levels = timeline[zone.id]
         first = next((i for i, level in enumerate(levels) if level != "unknown"), traffic.minutes)
-        for i in range(first, traffic.minutes):
+        for i in range(max(first, judged_from), traffic.minutes):
             at = f"{zone.id} at {traffic.minute_end(i):%Y-%m-%d %H:%M}Z ({share[i]:.0%}, {levels[i]})"
             recent = share[max(0, i - dwell) : i + 1].max()
             if levels[i] == "unknown":
@@ -196,12 +199,14 @@ def judge(
                 result.held_too_long.append(f"still red: {at}")
             elif levels[i] == "yellow" and recent < rule.yellow_at - rule.clear_margin:
                 result.held_too_long.append(f"still yellow: {at}")
-        mine = [n for n in changes if n.zone == zone.id]
+        mine = [n for n in changes if n.zone == zone.id and n.time > judged_start]
         for before, after in zip(mine, mine[1:]):
             if after.level == before.previous_level and after.time - before.time < timedelta(seconds=rule.dwell_s):
                 result.flaps.append(f"flap: {zone.id} {before.previous_level}->{before.level}->{after.level} "
                                     f"at {before.time:%m-%d %H:%M} and {after.time:%H:%M}")  # fmt: skip
     for notice in notices:
+        if notice.time <= judged_start:
+            continue
         if notice.kind == "level_change":
             result.changes[notice.level] += 1
         i = minute.get(notice.time, -1)
@@ -214,11 +219,11 @@ def judge(
         for target in notice.actions.divert_to:
             if timeline[target][i] != "green":
                 result.bad_diversions.append(f"{notice.zone} -> {target} ({timeline[target][i]}) at {notice.time}")
-    reds = [(n.zone, n.time) for n in changes if n.level == "red"]
-    warnings = [(n.zone, n.time) for n in notices if n.kind == "predicted_red"]
+    reds = [(n.zone, n.time) for n in changes if n.level == "red" and n.time > judged_start]
+    warnings = [(n.zone, n.time) for n in notices if n.kind == "predicted_red" and n.time > judged_start]
     result.warnings = score(reds, warnings, horizon_min=config.forecast_min)
     if occupancy is not None:
-        result.worst_drift, result.worst_drift_at = worst_drift(site, traffic, occupancy)
+        result.worst_drift, result.worst_drift_at = worst_drift(site, traffic, occupancy, judged_from)
     return result
 
 

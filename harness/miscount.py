@@ -58,13 +58,18 @@ class DeviceErrors:
     dirty_day: Optional[int] = None
 
 
-def miscount(site: Site, traffic: Traffic, errors: CounterErrors, seed: int = 1) -> tuple[Traffic, list[DeviceErrors]]:
+def miscount(
+    site: Site, traffic: Traffic, errors: CounterErrors, seed: int = 1, first_day: int = 0
+) -> tuple[Traffic, list[DeviceErrors]]:
     """The traffic as these counters report it (``device_flows`` counted, true occupancy kept), and what
-    each device was given. The same seed gives the same counters and the same counts."""
+    each device was given; a dirty lens falls on ``first_day`` or later. The same seed gives the same
+    counters and the same counts."""
     rng = np.random.default_rng(seed)
     devices = sorted(traffic.device_flows)
-    days = max(1, traffic.minutes // DAY)
-    dirty = (devices[int(rng.integers(len(devices)))], int(rng.integers(days))) if errors.dirty_lens else None
+    days = max(1, traffic.minutes // DAY - first_day)
+    dirty = (
+        (devices[int(rng.integers(len(devices)))], first_day + int(rng.integers(days))) if errors.dirty_lens else None
+    )
     entrances = {e.id: e for e in site.entrances}
     zone_of = {d.id: entrances[d.entrance].zone for d in site.devices}
     given, counted = [], {}
@@ -109,11 +114,15 @@ def boundary_occupancy(site: Site, traffic: Traffic) -> dict[str, np.ndarray]:
     return occupancy
 
 
-def worst_drift(site: Site, traffic: Traffic, occupancy: dict[str, np.ndarray]) -> tuple[float, str]:
-    """The largest gap between an occupancy and the truth, as a share of the zone's capacity, and where."""
+def worst_drift(
+    site: Site, traffic: Traffic, occupancy: dict[str, np.ndarray], from_minute: int = 0
+) -> tuple[float, str]:
+    """The largest gap between an occupancy and the truth, as a share of the zone's capacity, and where
+    (from ``from_minute`` on)."""
     worst, where = 0.0, ""
     for zone in site.zones:
         gap = np.abs(occupancy[zone.id] - traffic.occupancy[zone.id]) / zone.capacity
+        gap[:from_minute] = 0.0
         i = int(np.argmax(gap))
         if gap[i] > worst:
             worst, where = float(gap[i]), f"{zone.id} at {traffic.minute_end(i):%Y-%m-%d %H:%M}Z"
