@@ -43,6 +43,8 @@ class Change:
 @dataclass
 class _Zone:
     level: str = "unknown"
+    since: Optional[datetime] = None  # when it entered the level
+    reason: str = ""  # why it did
     clear_since: Optional[datetime] = None  # when the value first fell below the clear threshold
     history: deque = field(default_factory=lambda: deque(maxlen=600))  # (time, occupancy)
 
@@ -97,6 +99,11 @@ class LevelEngine:
     def level(self, zone_id: str) -> str:
         return self.zones[zone_id].level
 
+    def held(self, zone_id: str) -> tuple[str, Optional[datetime], str]:
+        """The zone's level, since when, and why."""
+        zone = self.zones[zone_id]
+        return zone.level, zone.since, zone.reason
+
     def escalates(self, state: ZoneState) -> bool:
         """Whether the numbers now call for a higher level than the zone shows (escalation is immediate)."""
         current = self.zones[state.zone].level
@@ -128,6 +135,7 @@ class LevelEngine:
         if level == zone.level:
             return None
         previous, zone.level = zone.level, level
+        zone.since, zone.reason = when, reason
         return Change(state.zone, level, previous, reason, state, coverage, self.trend(state.zone), when)
 
     def trend(self, zone_id: str) -> str:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from aggregator.forecast import EarlyWarning
 from aggregator.levels import Change
+from aggregator.rollup import ZoneState
 from lanewatch import contract
 from lanewatch.site.model import Site
 
@@ -28,20 +29,27 @@ def persons(count: int) -> int:
 
 
 def level_state(site: Site, change: Change) -> contract.LevelState:
-    state = change.state
-    known = change.level != "unknown"
+    """The retained state a level change leaves."""
+    return current_state(site, change.state, change.level, change.coverage, change.time, change.reason, change.time)
+
+
+def current_state(
+    site: Site, state: ZoneState, level: str, coverage: float, since: datetime, reason: str, when: datetime
+) -> contract.LevelState:
+    """A zone's retained state: its level (held ``since``, for ``reason``) with its numbers at ``when``."""
+    known = level != "unknown"
     return contract.LevelState(
         site=site.site.id,
-        zone=change.zone,
-        level=change.level,  # type: ignore[arg-type]
+        zone=state.zone,
+        level=level,  # type: ignore[arg-type]
         occupancy=persons(state.occupancy) if known else None,
         band=persons(state.band) if known else None,
         capacity=state.capacity,
         density=min(round(state.density, 4), MAX_DENSITY) if known and state.density is not None else None,
-        coverage=round(change.coverage, 4),
-        since=change.time,
-        time=change.time,
-        reason=change.reason[: contract.MAX_TEXT],
+        coverage=round(coverage, 4),
+        since=since,
+        time=when,
+        reason=reason[: contract.MAX_TEXT],
     )
 
 
@@ -77,16 +85,19 @@ def notice(
     divert = _divert(site, zone.id, level_of, share_of) if change.level in ("yellow", "red") else []
     name = zone.name
     where_zh, where_en = _where(site, divert)
+    # English as "Name: state" (no verb to agree with "Three Lanes" or "Nanhou Street")
     if change.level == "red":
         zh = f"{name.zh}已饱和，请暂停进入" + (f"，引导游客前往{where_zh}。" if divert else "。")
-        en = f"{name.en} is full: stop entry" + (f", send visitors to {where_en}." if divert else ".")
+        en = f"{name.en}: full, stop entry" + (f", send visitors to {where_en}." if divert else ".")
     elif change.level == "yellow":
         zh = f"{name.zh}人流拥挤，请控制进入" + (f"，可引导游客前往{where_zh}。" if divert else "。")
-        en = f"{name.en} is crowded: meter entry" + (f", visitors can go to {where_en}." if divert else ".")
+        en = f"{name.en}: crowded, meter entry" + (f", visitors can go to {where_en}." if divert else ".")
     elif change.level == "unknown":
         zh, en = f"{name.zh}客流数据中断，请现场确认。", f"{name.en}: no crowd data, check on site."
-    else:
-        zh, en = f"{name.zh}恢复畅通。", f"{name.en} is clear again."
+    elif change.previous in ("yellow", "red"):
+        zh, en = f"{name.zh}恢复畅通。", f"{name.en}: clear again."
+    else:  # green from unknown: data again (or the first), nothing was crowded
+        zh, en = f"{name.zh}人流正常。", f"{name.en}: not crowded."
     known = change.level != "unknown"
     band = change.state.band
     if known and band >= uncertain_at * change.state.capacity:

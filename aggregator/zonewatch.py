@@ -21,12 +21,14 @@ from aggregator.devices import DeviceHealth
 from aggregator.forecast import EarlyWarning, Forecaster
 from aggregator.handover import Publish
 from aggregator.levels import Change, LevelEngine
-from aggregator.rollup import RollUp
+from aggregator.rollup import RollUp, ZoneState
 from lanewatch import contract
 from lanewatch.site.model import Site
 
 log = logging.getLogger(__name__)
 QUIET_S = 1.0  # a backlog or replay that pauses this long is caught up: its last time step is judged
+REFRESH_S = 5.0  # a zone's retained state is published again at most this often between level changes
+KEEP_S = 60.0  # ... and at least this often
 
 
 class ZoneWatch:
@@ -54,6 +56,8 @@ class ZoneWatch:
         self.evaluated: Optional[datetime] = None  # the data time of the latest judgement
         self.data_time: Optional[datetime] = None  # the end of the newest count window applied
         self.last_chunk = time.monotonic()  # when the latest messages came in
+        #: per zone, when (this clock) its retained state was last published, with its numbers then
+        self._published: dict[str, tuple[float, tuple[int, int, float]]] = {}
 
     def before_window(self, window_end: datetime, lines: list[str]) -> None:
         """Before a window moves the data's clock on by ``step_s``, judge the zones at the time it leaves."""
@@ -118,6 +122,8 @@ class ZoneWatch:
             change = self.levels.update(state, coverage, missing, when)
             if change is not None:
                 changes.append(change)
+            else:
+                self._refresh(state, coverage, when)
             if self.forecast is not None and coverage == 1.0:
                 self.forecast.observe(state.zone, when, state.occupancy)
                 level = self.levels.level(state.zone)
@@ -130,9 +136,26 @@ class ZoneWatch:
         for warning in warnings:
             self._warn(warning, shares, lines)
 
+    def _refresh(self, state: ZoneState, coverage: float, when: datetime) -> None:
+        """Keep a zone's retained state current between its level changes (``alerts state`` and every
+        receiver that connects read it): again when its numbers moved (at most every ``REFRESH_S``), and
+        at least every ``KEEP_S``."""
+        level, since, reason = self.levels.held(state.zone)
+        last = self._published.get(state.zone)
+        now = time.monotonic()
+        if since is None or (last is not None and now - last[0] < REFRESH_S):
+            return
+        numbers = (state.occupancy, state.band, coverage)
+        if last is not None and numbers == last[1] and now - last[0] < KEEP_S:
+            return
+        current = notices.current_state(self.site, state, level, coverage, since, reason, when)
+        self.publish(Publish(contract.topic_for(current), contract.encode(current), True))
+        self._published[state.zone] = (now, numbers)
+
     def _announce(self, change: Change, shares: dict[str, float], lines: list[str]) -> None:
         state = notices.level_state(self.site, change)
         self.publish(Publish(contract.topic_for(state), contract.encode(state), True))
+        self._published[change.zone] = (time.monotonic(), (change.state.occupancy, change.state.band, change.coverage))
         self._send(notices.notice(self.site, change, self.levels.level, shares.__getitem__, self.uncertain_at))
         lines.append(points.level(self.site_id, change.zone, change.level, change.previous, change.reason,
                                   change.coverage, change.time))  # fmt: skip

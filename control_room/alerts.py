@@ -8,11 +8,13 @@ so ``state`` answers at once; notices are events, so ``watch`` shows those that 
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
@@ -34,21 +36,38 @@ class ReceiverConfig(BaseModel):
 
 
 COLOURS = {"green": "green", "yellow": "yellow", "red": "red", "unknown": "magenta"}
+REMIND_S = 30.0  # a watcher without its broker says so again this often
+SESSION_S = 3600  # the broker keeps a watcher's notices this long while it is away
+
+
+def _client(broker: BrokerConfig, persistent: bool = False) -> mqtt.Client:
+    try:
+        return broker.client(f"alerts-{uuid.uuid4().hex[:8]}", persistent=persistent)
+    except (ValueError, OSError) as exc:  # a password or certificate file that cannot be read
+        raise click.ClickException(f"broker settings: {exc}") from None
+
+
+def _unreachable(broker: BrokerConfig) -> str:
+    """Where the broker was looked for, and what to check."""
+    hint = (
+        "; no --config was given, so this was the default local broker: give --config with your login file "
+        "(see `lanewatch site broker-config`)"
+        if broker == BrokerConfig()
+        else "; check host and port in the --config file"
+    )
+    return f"cannot reach the broker at {broker.host}:{broker.port}{hint}"
 
 
 def _messages(broker: BrokerConfig, topics: list[str]) -> tuple[mqtt.Client, queue.Queue]:
     inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    try:
-        client = broker.client(f"alerts-{uuid.uuid4().hex[:8]}")
-    except (ValueError, OSError) as exc:  # a password or certificate file that cannot be read
-        raise click.ClickException(f"broker settings: {exc}") from None
+    client = _client(broker)
     client.on_message = lambda _c, _u, message: inbox.put(message)
     if topics:
         client.on_connect = lambda c, _u, _f, reason, _p: c.subscribe([(t, contract.QOS) for t in topics])
     try:
         broker.connect(client, wait=True)
     except OSError as exc:
-        raise click.ClickException(f"cannot reach the broker at {broker.host}:{broker.port}: {exc}") from None
+        raise click.ClickException(f"{_unreachable(broker)} ({exc})") from None
     client.loop_start()
     return client, inbox
 
@@ -79,63 +98,169 @@ def states(site: Site, broker: BrokerConfig, wait_s: float) -> dict[str, contrac
 
 def state_lines(site: Site, found: dict[str, contract.LevelState]) -> Iterator[str]:
     tz = ZoneInfo(site.site.timezone)
-    yield f"{'zone':16} {'level':7} {'occupancy':>17}  {'coverage':>8}  {'since':16}  reason"
+    yield f"{'zone':16} {'level':7} {'occupancy':>17} {'±':>6}  {'as of':8}  {'coverage':>8}  {'since':16}  reason"
     for zone in site.zones:
         state = found.get(zone.id)
         indent = {"area": "", "grid2": "  ", "grid3": "    "}[zone.kind]
         name = f"{indent}{zone.id}"
         if state is None:
-            yield f"{name:16} {'-':7} {'':>17}  {'':>8}  {'':16}  no level published yet"
+            yield f"{name:16} {'-':7} {'':>17} {'':>6}  {'':8}  {'':>8}  {'':16}  no level published yet"
             continue
-        occupancy = (
-            f"{state.occupancy:,} / {state.capacity:,}"
-            if state.occupancy is not None
-            else "? / " + f"{state.capacity:,}"
-        )
-        since = state.since.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        yield f"{name:16} {level_word(state.level)} {occupancy:>17}  {state.coverage:>8.0%}  {since:16}  {state.reason}"
+        yield _state_line(state, tz, name)
 
 
-def watch(site: Site, broker: BrokerConfig, zone: Optional[str], count: Optional[int]) -> Iterator[str]:
-    """One line (two with the text) per notice for ``zone`` and the zones inside it, as they arrive."""
+def _state_line(state: contract.LevelState, tz: ZoneInfo, name: str = "") -> str:
+    occupancy = f"{'?' if state.occupancy is None else f'{state.occupancy:,}'} / {state.capacity:,}"
+    band = f"±{state.band:,}" if state.band else ""
+    since = state.since.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    as_of = state.time.astimezone(tz).strftime("%H:%M:%S")
+    return (f"{name or state.zone:16} {level_word(state.level)} {occupancy:>17} {band:>6}  {as_of:8}  "
+            f"{state.coverage:>8.0%}  {since:16}  {state.reason}")  # fmt: skip
+
+
+def state_json(site: Site, found: dict[str, contract.LevelState]) -> list[dict[str, Any]]:
+    """Every zone, in the inventory's order, with its names and its retained state (None: none yet)."""
+    return [
+        {"zone": zone.id, "name": {"zh": zone.name.zh, "en": zone.name.en}, "kind": zone.kind,
+         "state": json.loads(contract.encode(found[zone.id])) if zone.id in found else None}
+        for zone in site.zones
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line for the watcher: a notice (``status`` False) or the connection's state and the levels the
+    broker kept (``status`` True: for the person at the screen, not for scripts reading notices)."""
+
+    text: str
+    status: bool = False
+
+
+def watch(
+    site: Site, broker: BrokerConfig, zone: Optional[str], count: Optional[int], remind_s: float = REMIND_S
+) -> Iterator[Line]:
+    """One line (two with the text) per notice for ``zone`` and the zones inside it, as they arrive; and
+    the connection's state, so that silence never passes for calm: when the broker is lost (nothing can
+    arrive then, and every ``remind_s`` it says so again) and when it is back, with every zone's level
+    as the broker kept it. The session outlives short losses: notices sent meanwhile arrive on return."""
     tz = ZoneInfo(site.site.timezone)
-    client, inbox = _messages(broker, [contract.subscription("zone_notice", site=site.site.id)])
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    topics = [
+        contract.subscription("zone_notice", site=site.site.id),
+        contract.subscription("level", site=site.site.id),
+    ]
+
+    def connected(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            events.put(("refused", reason))
+            return
+        client.subscribe([(topic, contract.QOS) for topic in topics])
+        events.put(("up", None))
+
+    client = _client(broker, persistent=True)
+    client.on_connect = connected
+    client.on_disconnect = lambda _c, _u, _f, reason, _p: events.put(("down", reason))
+    client.on_connect_fail = lambda _c, _u: events.put(("down", None))
+    client.on_message = lambda _c, _u, message: events.put(("message", message))
+    client.reconnect_delay_set(1, 10)
+    broker.connect(client, session_expiry_s=SESSION_S)
+    client.loop_start()
     seen: set[str] = set()
+    up, lost, reminded = False, None, 0.0  # lost: since when (monotonic) the broker is out of reach
+    where = f"{broker.host}:{broker.port}"
     try:
         while count is None or len(seen) < count:
             try:
-                message = inbox.get(timeout=0.5)
+                kind, value = events.get(timeout=0.5)
             except queue.Empty:
+                if lost is not None and time.monotonic() - reminded >= remind_s:
+                    reminded = time.monotonic()
+                    away = f"{(reminded - lost) / 60:.0f} min"
+                    text = f"still no broker at {where} since {_clock(lost, tz)} ({away}): NO NOTICES CAN ARRIVE"
+                    yield Line(_alarm(text), status=True)
                 continue
-            try:
-                notice = contract.decode("zone_notice", message.payload)
-            except contract.ContractError as exc:
-                yield click.style(f"(ignored a malformed notice on {message.topic}: {exc})", dim=True)
-                continue
-            assert isinstance(notice, contract.DiversionNotice)
-            if notice.id in seen or (zone is not None and not site.contains(zone, notice.zone)):
-                continue
-            seen.add(notice.id)
-            yield notice_line(site, notice, tz)
+            if kind == "refused":
+                raise click.ClickException(f"the broker at {where} refused this login ({value}): check the username "
+                                           "and password file in --config")  # fmt: skip
+            if kind == "up" and not up:
+                back = f" after {(time.monotonic() - lost) / 60:.1f} min away" if lost is not None else ""
+                up, lost = True, None
+                text = f"● connected to {where} at {datetime.now(tz):%H:%M:%S}{back}; levels now:"
+                yield Line(click.style(text, fg="green"), status=True)
+            elif kind == "down" and lost is None:
+                what = "LOST" if up else "cannot reach"
+                up, lost = False, time.monotonic()
+                reminded = lost
+                text = f"✖ {what} the broker at {where} at {_clock(lost, tz)}: NO NOTICES CAN ARRIVE until it is back"
+                yield Line(_alarm(text + " (retrying)"), status=True)
+            elif kind == "message":
+                line = _received(site, value, zone, seen, tz)
+                if line is not None:
+                    yield line
     finally:
-        client.disconnect()
-        client.loop_stop()
+        _close(client, broker)
+
+
+def _received(
+    site: Site, message: mqtt.MQTTMessage, zone: Optional[str], seen: set[str], tz: ZoneInfo
+) -> Optional[Line]:
+    """What a watcher shows of one message: a notice once, a zone's kept level on (re)connecting."""
+    try:
+        kind = contract.parse_topic(message.topic).kind
+        decoded = contract.decode(kind, bytes(message.payload))
+    except contract.ContractError as exc:
+        return Line(click.style(f"(ignored a malformed message on {message.topic}: {exc})", dim=True), status=True)
+    if zone is not None and not site.contains(zone, getattr(decoded, "zone", None)):
+        return None
+    if isinstance(decoded, contract.LevelState):  # live level changes come as notices too
+        return Line("  " + _state_line(decoded, tz), status=True) if message.retain else None
+    assert isinstance(decoded, contract.DiversionNotice)
+    if decoded.id in seen:
+        return None
+    seen.add(decoded.id)
+    return Line(notice_line(site, decoded, tz))
+
+
+def _alarm(text: str) -> str:
+    return "\a" + click.style(text, fg="red", bold=True)
+
+
+def _clock(monotonic: float, tz: ZoneInfo) -> str:
+    return (datetime.now(tz) - timedelta(seconds=time.monotonic() - monotonic)).strftime("%H:%M:%S")
+
+
+def _close(client: mqtt.Client, broker: BrokerConfig) -> None:
+    """Disconnect, and let the broker drop the session (nobody will come back for its notices)."""
+    properties = None
+    if broker.v5:
+        properties = mqtt.Properties(mqtt.PacketTypes.DISCONNECT)
+        properties.SessionExpiryInterval = 0
+    client.disconnect(properties=properties)
+    client.loop_stop()
 
 
 def notice_line(site: Site, notice: contract.DiversionNotice, tz: ZoneInfo) -> str:
     when = notice.time.astimezone(tz).strftime("%H:%M:%S")
     name = site.zone(notice.zone).name
     numbers = f"{notice.occupancy:,}/{notice.capacity:,}" if notice.occupancy is not None else "no data"
+    gates = {e.id: e.name for e in site.entrances}
+
+    def named(ids: list[str], names: dict[str, Any]) -> str:  # the names people know, not ids
+        return ", ".join(f"{names[i].zh} {names[i].en}" if i in names else i for i in ids)
+
+    zones = {z.id: z.name for z in site.zones}
     actions = []
     if notice.actions.close_inbound:
-        actions.append("close " + ", ".join(notice.actions.close_inbound))
+        actions.append("close " + named(notice.actions.close_inbound, gates))
     if notice.actions.meter_inbound:
-        actions.append("meter " + ", ".join(notice.actions.meter_inbound))
+        actions.append("meter " + named(notice.actions.meter_inbound, gates))
     if notice.actions.divert_to:
-        actions.append("divert to " + ", ".join(notice.actions.divert_to))
+        actions.append("divert to " + named(notice.actions.divert_to, zones))
     if notice.kind == "predicted_red":
         word = click.style("FORECAST RED", fg="magenta", bold=True)
         state = f"now {notice.level}, {notice.reason}"
+    elif notice.level == "unknown" or notice.trend == "unknown":
+        word, state = level_word(notice.level), f"was {notice.previous_level}"
     else:
         word, state = level_word(notice.level), f"{notice.trend}, was {notice.previous_level}"
     head = f"{when} {word} {name.zh} {name.en} ({notice.zone}) {numbers} {state}" + (

@@ -51,12 +51,20 @@ def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, Broke
 @site_option
 @config_option
 @click.option("--wait", "wait_s", type=float, default=3.0, show_default=True, help="seconds to wait for the levels")
-def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float) -> None:
-    """Print every zone's current level, occupancy and coverage, from the retained state."""
-    from control_room.alerts import state_lines, states
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per zone, in the inventory's order")
+def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float, as_json: bool) -> None:
+    """Print every zone's level (and since when), its occupancy now with its uncertainty, and its coverage,
+    from the state the aggregator keeps on the broker (current to a few seconds)."""
+    import json
+
+    from control_room.alerts import state_json, state_lines, states
 
     site, broker = _receiver(site_file, config_path)
-    for line in state_lines(site, states(site, broker, wait_s)):
+    found = states(site, broker, wait_s)
+    if as_json:
+        click.echo(json.dumps(state_json(site, found), ensure_ascii=False, indent=1))
+        return
+    for line in state_lines(site, found):
         click.echo(line)
 
 
@@ -87,7 +95,12 @@ def alerts_headcount(
 @click.option("--zone", help="only this zone and the zones inside it (e.g. a grid officer's grid)")
 @click.option("--count", type=click.IntRange(1), help="stop after this many notices [default: run until Ctrl-C]")
 def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[str], count: Optional[int]) -> None:
-    """Show diversion notices as they arrive, coloured by level, with their actions and text."""
+    """Show diversion notices as they arrive, coloured by level, with their actions and text.
+
+    Notices go to stdout. The connection's state goes to stderr: when the broker is lost nothing can
+    arrive, and the watcher says so at once (with a bell) and every 30 s until it is back; then it shows
+    every zone's level as the broker kept it. Notices sent during a short loss arrive on return.
+    """
     from control_room.alerts import watch
 
     site, broker = _receiver(site_file, config_path)
@@ -98,7 +111,7 @@ def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[st
     )
     try:
         for line in watch(site, broker, zone, count):
-            click.echo(line)
+            click.echo(line.text, err=line.status)
     except KeyboardInterrupt:
         pass
 

@@ -183,12 +183,15 @@ class SiteRunner:
                 )
 
     def stop(self) -> None:
-        """Everything the demo started, newest first; each by its PID."""
-        self.stop_devices()
+        """Everything the demo started, each by its PID: the aggregator before the devices (a device going
+        away makes its zones unknown, and the demo's end is no reason to tell every receiver so), then the
+        devices (what their outboxes hold stays on the broker for the aggregator's next start), then the
+        servers."""
         if self.aggregator is not None:
             self.aggregator.stop()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=60)
+        self.stop_devices()
         for server in (self.database, self.broker):
             if server is not None:
                 server.stop()

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Optional
 
 import paho.mqtt.client as mqtt
 import yaml
 
 from aggregator.config import InfluxConfig
 from aggregator.influx import Database, rows
+from harness import simulated
 from harness.servers import InfluxDB, Mosquitto
 from harness.simulated import Publisher
 from lanewatch import contract as c
+from lanewatch.site import load_site
 from tests.aggregator.test_rollup import Device
 from tests.aggregators import AggregatorProcess
-from tests.conftest import connected, run_cli, wait_until
+from tests.conftest import EXAMPLE_SITE, connected, run_cli, wait_until
 from tests.samples import NOW, samples
 
 
@@ -78,7 +84,8 @@ def test_watch_shows_the_notices_of_a_grid_and_the_grids_inside_it(fresh_mosquit
     first, second = out.splitlines()  # one notice, shown once however often it came
     assert "RED" in first
     assert "南后街 Nanhou Street (nanhou) 5,612/5,500 rising, was yellow" in first
-    assert "close nanhou-north; meter nanhou-south; divert to alleys-south" in first
+    assert "close 南后街北口 Nanhou Street north gate; meter 南后街南口 Nanhou Street south gate" in first
+    assert "divert to 安民巷·宫巷·吉庇巷 Anmin, Gong and Jibi Alleys" in first
     assert "南后街已满" in second
     assert "yijin" not in out
 
@@ -129,3 +136,105 @@ def test_an_officer_reports_a_headcount_of_their_lane_and_the_aggregator_re_anch
         assert "refused" in forged.output  # the ACL: officer-huang may write only under their own name
     finally:
         process.cleanup()
+
+
+def test_state_shows_every_zone_as_it_is_now_not_as_it_was_at_its_last_level_change(
+    fresh_mosquitto: Mosquitto, influxdb: InfluxDB, tmp_path: Path
+) -> None:
+    """Wenru fills to yellow, then more people come in without changing its level: `alerts state` shows
+    the occupancy now, from the state the real aggregator keeps current on the broker."""
+    influxdb.query("DROP DATABASE statenow")
+    process = AggregatorProcess(tmp_path, fresh_mosquitto, influxdb, "statenow", instance="agg-statenow")
+    config = receiver_config(tmp_path, fresh_mosquitto)
+    try:
+        process.start().wait_connected()
+        fleet = simulated.devices(load_site(EXAMPLE_SITE))
+        start = datetime.now(timezone.utc) - timedelta(minutes=3)
+
+        def minute(end: datetime, people: int) -> list[tuple[str, bytes]]:
+            """A minute at every device: ``people`` walk into Wenru at its west gate, nobody elsewhere."""
+            out = []
+            for device in fleet:
+                if end == start:
+                    online = c.Availability(site=device.site, device=device.device, state="online",
+                                            boot_id=device.boot_id)  # fmt: skip
+                    out.append((c.topic_for(online), c.encode(online)))
+                    out.append((c.topic_for(device.heartbeat(end)), c.encode(device.heartbeat(end))))
+                for line in device.lines:
+                    window = device.record(line, end, 60.0, people if device.device == "cam-wenru-west" else 0, 0)
+                    out.append((c.topic_for(window), c.encode(window)))
+            return out
+
+        def wenru() -> Optional[dict]:
+            result = run_cli("alerts", "state", "--config", str(config), "--wait", "1", "--json")
+            assert result.exit_code == 0, result.stderr
+            return next(z["state"] for z in json.loads(result.stdout) if z["zone"] == "wenru")
+
+        with closing(Publisher(fresh_mosquitto.login)) as publisher:
+            sent = minute(start, 1000)  # 1,000 of 1,200: yellow
+            assert publisher.send(sent) == len(sent)
+            assert wait_until(lambda: (wenru() or {}).get("level") == "yellow", 30), process.log()[-3000:]
+            sent = minute(start + timedelta(minutes=1), 60)  # 1,060: still yellow
+            assert publisher.send(sent) == len(sent)
+            assert wait_until(lambda: (wenru() or {}).get("occupancy") == 1060, 30), (wenru(), process.log()[-3000:])
+        state = wenru()
+        assert state is not None
+        assert state["level"] == "yellow"
+        assert state["since"] < state["time"]  # the level held since the first window, the numbers of the second
+        lines = run_cli("alerts", "state", "--config", str(config), "--wait", "1").stdout
+        assert "1,060 / 1,200" in next(line for line in lines.splitlines() if "wenru" in line)
+    finally:
+        process.cleanup()
+
+
+def test_watch_says_at_once_when_it_loses_the_broker_and_when_it_is_back_with_the_levels_kept(
+    fresh_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Silence must never pass for calm: a watcher whose broker goes away says so at once, says when it is
+    back, shows every zone's level as the broker kept it, and goes on showing notices."""
+    client = sender(fresh_mosquitto)
+    red = samples()["level"]  # Nanhou Street, red
+    client.publish(c.topic_for(red), c.encode(red), qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    config = receiver_config(tmp_path, fresh_mosquitto)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "console", "alerts", "watch", "--config", str(config), "--zone", "east", "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    status: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [status.put(line) for line in watcher.stderr or ()], daemon=True).start()
+
+    def said(words: str, seconds: float = 60) -> list[str]:
+        """The watcher's status lines up to the first with ``words`` (fails the test if none comes)."""
+        lines, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                lines.append(status.get(timeout=1))
+            except queue.Empty:
+                continue
+            if words in lines[-1]:
+                return lines
+        raise AssertionError(f"the watcher never said {words!r}; it said {lines}")
+
+    try:
+        said("connected to 127.0.0.1")
+        assert any("nanhou" in line and "RED" in line for line in said("5,612 / 5,500"))
+        fresh_mosquitto.stop()
+        lost = said("LOST the broker")[-1]
+        assert "NO NOTICES CAN ARRIVE" in lost
+        fresh_mosquitto.start()
+        back = said("connected to 127.0.0.1")[-1]
+        assert "min away" in back
+        said("5,612 / 5,500")  # the levels again, as the broker kept them
+        notice = samples()["zone_notice"]
+        client = sender(fresh_mosquitto)
+        client.publish(c.topic_for(notice), c.encode(notice), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        out, _err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0
+    assert "南后街 Nanhou Street (nanhou) 5,612/5,500" in out
