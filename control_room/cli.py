@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -128,16 +128,30 @@ def dashboards() -> None:
 
 @dashboards.command("build")
 @site_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="the aggregator's configuration: the boards read the InfluxDB it writes "
+              "[default: the example aggregator's, firmware_config/aggregator.yaml]")  # fmt: skip
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
-def dashboards_build(site_file: Path, outdir: Path) -> None:
-    """Write the dashboards' JSON into OUTDIR and Grafana's provisioning files into OUTDIR/provisioning."""
+def dashboards_build(site_file: Path, config_path: Optional[Path], outdir: Path) -> None:
+    """Write the dashboards' JSON into OUTDIR and Grafana's provisioning files into OUTDIR/provisioning.
+
+    The datasource points at the InfluxDB (URL and database) the aggregator configuration writes to, so
+    the boards show what it stores; give the configuration your aggregator runs with."""
+    from aggregator.config import load_aggregator_config
     from control_room.dashboards import write, write_provisioning
+    from lanewatch import EXAMPLE_AGGREGATOR
     from lanewatch.site import load_site
     from lanewatch.yamlconfig import or_exit
 
     site = or_exit(lambda: load_site(site_file))
-    for path in write(site, outdir) + write_provisioning(outdir / "provisioning"):
+    influx = or_exit(lambda: load_aggregator_config(config_path or EXAMPLE_AGGREGATOR)).influxdb
+    database = influx.database if influx.api == "v1" else (influx.bucket or influx.database)
+    for path in write(site, outdir) + write_provisioning(outdir / "provisioning", influx.url, database):
         click.echo(f"wrote {path}")
+    click.echo(f"the boards read database {database!r} at {influx.url}")
+    if influx.api == "v2":
+        click.echo(f"InfluxDB 2: the boards speak InfluxQL; map bucket {database!r} to a database of that name "
+                   "(`influx v1 dbrp create`) and give Grafana a token", err=True)  # fmt: skip
     click.echo(
         f"mount {outdir / 'provisioning'} as /etc/grafana/provisioning and {outdir} as "
         "/var/lib/grafana/dashboards/lanewatch (see dashboards/README.md)"
@@ -171,7 +185,7 @@ def dashboards_push(site_file: Path, url: str) -> None:
 @click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
               help="a local calendar day, an ISO week (Monday to Sunday) or a calendar month")  # fmt: skip
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="a day in the period [default: yesterday at the site]")  # fmt: skip
+              help="a day in the period [default: today at the site: the period so far]")  # fmt: skip
 @click.option("--out", "outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               show_default=True, help="where the Markdown, CSV and PNG files go")  # fmt: skip
 @click.option(
@@ -197,7 +211,7 @@ def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, 
 
     site = or_exit(lambda: load_site(site_file))
     config = or_exit(lambda: load_aggregator_config(config_path))
-    when = day.date() if day else datetime.now(ZoneInfo(site.site.timezone)).date() - timedelta(days=1)
+    when = day.date() if day else datetime.now(ZoneInfo(site.site.timezone)).date()
     db = Database(config.influxdb)
     try:
         with click.progressbar(length=len(reports.STEPS), label="querying InfluxDB", file=sys.stderr) as bar:
@@ -206,5 +220,11 @@ def report(site_file: Path, period: str, day: Optional[datetime], outdir: Path, 
         raise click.ClickException(f"{exc} (the report reads the aggregator's database: see --config)") from None
     finally:
         db.close()
+    if not collected.peaks:
+        where = f"database {config.influxdb.database!r} at {config.influxdb.url}"
+        raise click.ClickException(
+            f"nothing stored for the {period} from {collected.start:%Y-%m-%d %H:%M} to {collected.end:%Y-%m-%d %H:%M} "
+            f"in {where}: is --config the aggregator's, and did it run then? (--date picks another {period})"
+        )
     for path in reports.write(collected, outdir):
         click.echo(f"wrote {path}")

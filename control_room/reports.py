@@ -147,11 +147,19 @@ def collect(site: Site, db: Database, period: str, day: date, step: Callable[[st
     report.entering = entering
 
     step(next(steps))
-    slots = max(1, int((min(end, now.astimezone(tz)) - start).total_seconds() // 300))
-    for series in db.query(
-        f'SELECT count("uptime_s") FROM "heartbeat" WHERE {where} GROUP BY time(5m), "device" fill(none)'
-    ):
-        report.availability[series["tags"]["device"]] = min(1.0, len(rows(series)) / slots)
+    heard = [
+        (series["tags"]["device"], [_when(r["time"]) for r in rows(series)])
+        for series in db.query(
+            f'SELECT count("uptime_s") FROM "heartbeat" WHERE {where} GROUP BY time(5m), "device" fill(none)'
+        )
+    ]
+    # Over the time that has passed, from the first heartbeat of any device in the period: a day still
+    # going, or a site that started counting during it, is not a fleet that was offline.
+    first = min((slots[0] for _device, slots in heard if slots), default=start)
+    elapsed = min(end, now.astimezone(tz)) - max(start, first.astimezone(tz))
+    slots_passed = max(1, int(elapsed.total_seconds() // 300) + 1)
+    for device, slots in heard:
+        report.availability[device] = min(1.0, len(slots) / slots_passed)
     for series in db.query(
         f'SELECT count("state") FROM "availability" WHERE {where} AND "online" = 0 GROUP BY "device"'
     ):
@@ -224,61 +232,93 @@ def _peak(report: Report, zone_id: str) -> list[Any]:
     return [value, round(value / capacity, 3), when.strftime("%Y-%m-%d %H:%M")]
 
 
+#: Chinese first: matplotlib falls back from one font to the next glyph by glyph (the CJK font comes
+#: with ``scripts/setup``: Debian's fonts-wqy-microhei).
+FONTS = ["DejaVu Sans", "WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC"]
+
+
+CJK_FONT_FILES = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
+
+
+def _add_cjk_fonts() -> None:
+    """Make the CJK fonts known to matplotlib even when its font cache was built before they were installed."""
+    from matplotlib import font_manager
+
+    known = {Path(f.fname) for f in font_manager.fontManager.ttflist}
+    for path in map(Path, CJK_FONT_FILES):
+        if path.is_file() and path not in known:
+            font_manager.fontManager.addfont(str(path))
+
+
 def _charts(report: Report, folder: Path, stem: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    _add_cjk_fonts()
+    plt.rcParams["font.family"] = FONTS
     site = report.site
     leaves = [z for z in site.zones if not site.children(z.id)]
     out = []
+
+    def name(text: Any) -> str:
+        return f"{text.zh} {text.en}"
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for zone in leaves:
         series = report.occupancy.get(zone.id, [])
         if series:
             times: Any = [t for t, _v in series]  # matplotlib plots datetimes on a date axis
-            ax.plot(times, [v / zone.capacity for _t, v in series], label=zone.name.en, lw=1.2)
-    ax.axhline(0.8, color="#d4a000", ls="--", lw=1, label="yellow (80 %)")
-    ax.axhline(1.0, color="#c00000", ls="--", lw=1, label="red (100 %)")
-    ax.set_ylabel("occupancy / capacity")
-    ax.set_title(f"Occupancy of the third-level grids, {_label(report)}")
+            ax.plot(times, [v / zone.capacity for _t, v in series], label=name(zone.name), lw=1.2)
+    ax.axhline(0.8, color="#d4a000", ls="--", lw=1, label="黄色 yellow (80 %)")
+    ax.axhline(1.0, color="#c00000", ls="--", lw=1, label="红色 red (100 %)")
+    ax.set_ylabel("人数 / 容量  occupancy / capacity")
+    ax.set_title(f"三级网格人数  Occupancy of the third-level grids, {_label(report)}")
     ax.legend(fontsize=7, ncol=4, loc="upper left")
     out.append(_save(fig, folder / f"{stem}-occupancy.png"))
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
     hours = list(range(24))
-    ax.bar(hours, report.entering, color="#4a7ab7", label="people entering the district")
-    ax.set_xlabel("hour of the day (local time)")
-    ax.set_ylabel("people entering per hour (total)")
+    ax.bar(hours, report.entering, color="#4a7ab7", label="进入景区人数 people entering the district")
+    ax.set_xlabel("时段（当地时间） hour of the day (local time)")
+    ax.set_ylabel("每小时进入人数 people entering per hour")
     twin = ax.twinx()
     for zone in leaves:
-        twin.plot(hours, report.hourly.get(zone.id, [0.0] * 24), lw=1.2, label=zone.name.en)
-    twin.set_ylabel("mean occupancy")
-    ax.set_title(f"Hourly profile, {_label(report)}")
+        twin.plot(hours, report.hourly.get(zone.id, [0.0] * 24), lw=1.2, label=name(zone.name))
+    twin.set_ylabel("平均人数 mean occupancy")
+    ax.set_title(f"分时段客流  Hourly profile, {_label(report)}")
     twin.legend(fontsize=7, ncol=3, loc="upper left")
     out.append(_save(fig, folder / f"{stem}-hourly.png"))
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    names = [z.id for z in site.zones]
-    bottom = [0.0] * len(names)
-    for level, colour in (("yellow", "#e0b000"), ("red", "#c00000"), ("unknown", "#8e8e8e")):
-        values = [report.level_hours.get(z, {}).get(level, 0.0) for z in names]
-        ax.bar(names, values, bottom=bottom, color=colour, label=level)
+    zones = [z.id for z in site.zones]
+    labels = [f"{z.name.zh}\n{z.id}" for z in site.zones]
+    bottom = [0.0] * len(zones)
+    for level, colour, word in (("yellow", "#e0b000", "黄色 yellow"), ("red", "#c00000", "红色 red"),
+                                ("unknown", "#8e8e8e", "无数据 unknown")):  # fmt: skip
+        values = [report.level_hours.get(z, {}).get(level, 0.0) for z in zones]
+        ax.bar(labels, values, bottom=bottom, color=colour, label=word)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_ylabel("hours")
-    ax.set_title(f"Hours yellow, red and unknown per zone, {_label(report)}")
+    ax.set_ylabel("小时 hours")
+    ax.set_title(f"各区域黄色、红色与无数据时长  Hours yellow, red and unknown per zone, {_label(report)}")
     ax.legend()
-    ax.tick_params(axis="x", labelrotation=30)
+    ax.tick_params(axis="x", labelsize=8)
     out.append(_save(fig, folder / f"{stem}-levels.png"))
 
     fig, ax = plt.subplots(figsize=(11, 5))
-    busiest = sorted(report.entrances.items(), key=lambda kv: kv[1][0])
-    ax.barh([e for e, _v in busiest], [v[0] for _e, v in busiest], color="#4a7ab7", label="in")
-    ax.barh([e for e, _v in busiest], [-v[1] for _e, v in busiest], color="#9bb8dd", label="out (left)")
-    ax.set_xlabel("people")
-    ax.set_title(f"Entrances, {_label(report)}")
+    gates = {e.id: e.name for e in site.entrances}
+    busiest = sorted(report.entrances.items(), key=lambda kv: sum(kv[1]))
+    rows = [name(gates[e]) if e in gates else e for e, _v in busiest]
+    places = list(range(len(busiest)))
+    ax.barh([p + 0.2 for p in places], [v[0] for _e, v in busiest], height=0.4, color="#4a7ab7", label="进 in")
+    ax.barh([p - 0.2 for p in places], [v[1] for _e, v in busiest], height=0.4, color="#9bb8dd", label="出 out")
+    ax.set_yticks(places, rows, fontsize=8)
+    ax.set_xlabel("人次 people")
+    ax.set_title(f"各出入口进出人次  Entrances, in and out, {_label(report)}")
     ax.legend()
     out.append(_save(fig, folder / f"{stem}-entrances.png"))
     return out

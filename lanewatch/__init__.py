@@ -12,3 +12,5 @@ __version__ = "0.1.0"
 #: The Sanfang Qixiang inventory shipped with the project (package data of ``firmware_config``, so
 #: that it is there in an installed wheel too): the default site of every command.
 EXAMPLE_SITE = Path(str(files("firmware_config").joinpath("sanfang-qixiang.yaml")))
+#: The example aggregator's configuration beside it (its database is the one the boards read by default).
+EXAMPLE_AGGREGATOR = Path(str(files("firmware_config").joinpath("aggregator.yaml")))

@@ -13,7 +13,9 @@ import requests
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from aggregator.config import load_aggregator_config
 from control_room.dashboards import build, write, write_provisioning
+from lanewatch import EXAMPLE_AGGREGATOR
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE, REPO, ReplayedWeek, run_cli
 
@@ -40,7 +42,8 @@ def expand(query: str, variables: dict[str, tuple[str, str]]) -> str:
 
 
 def test_the_committed_dashboards_are_what_the_generator_builds(tmp_path: Path) -> None:
-    written = write(SITE, tmp_path) + write_provisioning(tmp_path / "provisioning")
+    influx = load_aggregator_config(EXAMPLE_AGGREGATOR).influxdb
+    written = write(SITE, tmp_path) + write_provisioning(tmp_path / "provisioning", influx.url, influx.database)
     for path in written:
         committed = REPO / "dashboards" / path.relative_to(tmp_path)
         assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
@@ -57,6 +60,23 @@ def test_the_build_command_writes_dashboards_and_provisioning(tmp_path: Path) ->
     datasource = (tmp_path / "out" / "provisioning" / "datasources" / "lanewatch.yaml").read_text()
     assert "uid: lanewatch-influxdb" in datasource
     assert "$INFLUXDB_PASSWORD" in datasource  # from Grafana's environment, never in the file
+    assert "dbName: sanfang-qixiang" in datasource  # what the example aggregator writes to
+    assert "'sanfang-qixiang'" in result.output
+
+
+def test_the_boards_read_the_database_the_aggregator_configuration_names(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("influxdb: {url: 'http://10.0.0.5:8086', database: lanes-prod}\n")
+    result = run_cli("dashboards", "build", "--config", str(config), str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    datasource = (tmp_path / "out" / "provisioning" / "datasources" / "lanewatch.yaml").read_text()
+    assert "url: http://10.0.0.5:8086" in datasource
+    assert "dbName: lanes-prod" in datasource
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("influxdb: {api: v3}\n")
+    refused = run_cli("dashboards", "build", "--config", str(broken), str(tmp_path / "out2"))
+    assert refused.exit_code != 0
+    assert "api" in refused.output
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))

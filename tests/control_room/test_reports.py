@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,7 +11,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import yaml
 
-from control_room.reports import period_bounds
+from control_room import reports
+from control_room.reports import Report, period_bounds
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE, ReplayedWeek, run_cli
 
@@ -76,3 +78,44 @@ def test_a_report_without_a_database_says_where_it_looked(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "http://127.0.0.1:9" in result.stderr
     assert "unreachable" in result.stderr
+
+
+def test_the_default_report_is_the_day_so_far_and_an_empty_one_says_where_it_looked(
+    replayed_week: ReplayedWeek, tmp_path: Path
+) -> None:
+    """The replayed week ends last night: today's report (the default) has nothing yet and says so, with
+    the database it read; the last replayed day shows its devices heard all day, not a share of it."""
+    config = tmp_path / "aggregator.yaml"
+    config.write_text(
+        yaml.safe_dump({"influxdb": {"url": replayed_week.influx.url, "database": replayed_week.database}})
+    )
+    today = run_cli("report", "--config", str(config), "--out", str(tmp_path / "today"))
+    assert today.exit_code == 1
+    assert f"nothing stored for the day from {datetime.now(TZ):%Y-%m-%d} 00:00" in today.stderr
+    assert f"database '{replayed_week.database}'" in today.stderr
+    assert not (tmp_path / "today").exists()
+    last = replayed_week.traffic.minute_end(replayed_week.traffic.minutes - 1).astimezone(TZ).date() - timedelta(days=1)
+    result = run_cli("report", "--config", str(config), "--date", str(last), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / f"{SITE.site.id}-day-{last}-devices.csv").open()))
+    assert {row["device"] for row in rows} == {d.id for d in SITE.devices}
+    assert all(float(row["availability"]) >= 0.95 for row in rows), rows
+
+
+def test_the_charts_speak_chinese_first_with_every_glyph_drawn(tmp_path: Path) -> None:
+    """The control room reads Chinese: the charts name zones and gates in Chinese and English, and the
+    font that draws them is installed (matplotlib warns of every glyph it cannot draw: here, an error)."""
+    start, end = period_bounds("day", datetime(2026, 11, 30).date(), TZ)
+    report = Report(SITE, "day", start, end)
+    leaves = [z for z in SITE.zones if not SITE.children(z.id)]
+    report.occupancy = {z.id: [(start + timedelta(minutes=15 * i), 10.0 * i) for i in range(96)] for z in leaves}
+    report.hourly = {z.id: [float(h) for h in range(24)] for z in leaves}
+    report.entering = list(range(24))
+    report.entrances = {e.id: (100 + i, 90 + i) for i, e in enumerate(SITE.entrances)}
+    report.level_hours = {z.id: {"yellow": 1.0, "red": 0.5, "unknown": 0.0} for z in SITE.zones}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font(s)" fails the test
+        written = reports.write(report, tmp_path)
+    charts = [p for p in written if p.suffix == ".png"]
+    assert len(charts) == 4
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in charts)
