@@ -103,18 +103,22 @@ def run_command(config_path: Path, drain_timeout: float) -> None:
 @agent.command("selftest")
 @config_option
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for camera and broker")
-def selftest_command(config_path: Path, timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per check, one per line (for fleet tools)")
+def selftest_command(config_path: Path, timeout: float, as_json: bool) -> None:
     """Check this device after installing it: camera, model, storage, broker, clock, sign.
 
     Each check prints PASS, FAIL or WARN with what it saw and, for a failure, what to do.
     Exit code 0 when nothing failed.
     """
+    import dataclasses
+    import json
+
     from edge_agent.selftest import run_checks
 
     config = _load_config_or_exit(config_path)
     failed = False
     for check in run_checks(config, timeout):
-        click.echo(check.line())
+        click.echo(json.dumps(dataclasses.asdict(check), ensure_ascii=False) if as_json else check.line())
         failed = failed or check.outcome == "fail"
     raise SystemExit(1 if failed else 0)
 

@@ -53,9 +53,11 @@ def site_validate(files: tuple[Path, ...]) -> None:
 
 @site.command("show")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def site_show(file: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="the checked inventory as JSON, defaults filled in")
+def site_show(file: Path, as_json: bool) -> None:
     """Print FILE's hierarchy as a tree: area, grids, entrances, with capacities and who is responsible."""
-    click.echo(_render(_load_or_exit(file)))
+    loaded = _load_or_exit(file)
+    click.echo(loaded.model_dump_json(indent=1) if as_json else _render(loaded))
 
 
 @site.command("device-config")

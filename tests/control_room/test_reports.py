@@ -83,17 +83,19 @@ def test_a_report_without_a_database_says_where_it_looked(tmp_path: Path) -> Non
 def test_the_default_report_is_the_day_so_far_and_an_empty_one_says_where_it_looked(
     replayed_week: ReplayedWeek, tmp_path: Path
 ) -> None:
-    """The replayed week ends last night: today's report (the default) has nothing yet and says so, with
-    the database it read; the last replayed day shows its devices heard all day, not a share of it."""
+    """Today's report (the default) from a database with nothing in it says so, with the database it read,
+    and writes nothing; the last replayed day shows its devices heard all day, not a share of it."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"influxdb": {"url": replayed_week.influx.url, "database": "nothing-here"}}))
+    today = run_cli("report", "--config", str(empty), "--out", str(tmp_path / "today"))
+    assert today.exit_code == 1
+    assert f"nothing stored for the day from {datetime.now(TZ):%Y-%m-%d} 00:00" in today.stderr
+    assert "database 'nothing-here'" in today.stderr
+    assert not (tmp_path / "today").exists()
     config = tmp_path / "aggregator.yaml"
     config.write_text(
         yaml.safe_dump({"influxdb": {"url": replayed_week.influx.url, "database": replayed_week.database}})
     )
-    today = run_cli("report", "--config", str(config), "--out", str(tmp_path / "today"))
-    assert today.exit_code == 1
-    assert f"nothing stored for the day from {datetime.now(TZ):%Y-%m-%d} 00:00" in today.stderr
-    assert f"database '{replayed_week.database}'" in today.stderr
-    assert not (tmp_path / "today").exists()
     last = replayed_week.traffic.minute_end(replayed_week.traffic.minutes - 1).astimezone(TZ).date() - timedelta(days=1)
     result = run_cli("report", "--config", str(config), "--date", str(last), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.stderr

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import pytest
 
 from lanewatch.site import load_site
+from lanewatch.site.model import Site
 from tests.conftest import EXAMPLE_SITE, run_cli
 
 EXAMPLE = EXAMPLE_SITE.read_text(encoding="utf-8")
@@ -286,6 +287,9 @@ def test_show_prints_the_hierarchy_with_capacities() -> None:
     assert yijin > west
     assert lines[yijin].startswith("│   ")
     assert sum("entrance " in line for line in lines) == len(site.entrances)
+    as_json = run_cli("site", "show", str(EXAMPLE_SITE), "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert Site.model_validate_json(as_json.stdout) == site  # the checked inventory, whole
 
 
 def test_zone_occupancy_rolls_up_through_the_hierarchy() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,19 @@ def test_each_failure_is_named_with_what_to_do(shared_assets: Path, tmp_path: Pa
     assert "FAIL sign: sign-wenru-west did not answer" in result.stdout
     assert "PASS camera" in result.stdout
     assert "Traceback" not in result.stderr
+    sign = SimulatedSign()
+    sign.silent = True
+    try:
+        config = _config(tmp_path, shared_assets, {"port": free_port()}, sign.port)
+        as_json = subprocess.run([LANEWATCH, "agent", "selftest", "--config", str(config), "--timeout", "5", "--json"],
+                                 capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    finally:
+        sign.close()
+    assert as_json.returncode == 1
+    checks = {c["name"]: c for c in map(json.loads, as_json.stdout.splitlines())}  # one object per line
+    assert checks["broker"]["outcome"] == "fail"
+    assert "check broker.host/port" in checks["broker"]["hint"]
+    assert checks["camera"]["outcome"] == "pass"
 
 
 def test_calibrate_draws_lines_directions_and_people(shared_assets: Path, tmp_path: Path) -> None:
