@@ -155,6 +155,9 @@ class LevelRule(_Section):
     density_red: Optional[float] = Field(default=1.08, gt=0, description="persons/m² (Fruin walkway level E)")
     inflow_yellow_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
     inflow_red_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
+    red_on_band: bool = Field(
+        default=True, description="a zone yellow by its estimate whose uncertainty band reaches red_at is red"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LevelRule:

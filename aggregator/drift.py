@@ -85,6 +85,7 @@ class Night:
     shares: dict[str, float]  # each device's share of the crossings around its zones that day
     closures: list[Closure] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
+    headcounts: int = 0  # staff headcounts the night learned from
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ class CountingFactors:
                 self.around.setdefault(device, set()).update(devices)
         self.usual: dict[str, deque[float]] = {d.id: deque(maxlen=HISTORY_DAYS) for d in site.devices}
         self.hourly = HourlyShares(self.around, config.flag_share)
+        #: the day's staff headcounts as equations: (zone, its boundary lines' counts since closing then, count)
+        self.headcounts: list[tuple[str, dict[Key, tuple[int, int]], int]] = []
         self.gated: set[str] = set()  # zones whose equation was left out last night as too far off
         #: per zone, what was left at closing with the factors in use, per person crossing: the error rate
         #: that makes each zone's uncertainty band
@@ -307,6 +310,7 @@ class CountingFactors:
                     self.x = [x - g * before for x, g in zip(self.x, gain)]
                     self.p = [[pij - gi * phj for pij, phj in zip(row, ph)] for row, gi in zip(self.p, gain)]
             verdicts[zone] = (crossings, before, why)
+        learned_counts = self._learn_headcounts(flagged | unchecked)
         low, high = config.bounds
         self.x = [min(high, max(low, x)) for x in self.x]
         closures = []
@@ -324,7 +328,37 @@ class CountingFactors:
             key: (self.x[i], self.x[i + 1], self.p[i][i] ** 0.5, self.p[i + 1][i + 1] ** 0.5)
             for key, i in self.index.items()
         }
-        return Night(when, factors, dict(counts), shares, closures, flags)
+        return Night(when, factors, dict(counts), shares, closures, flags, learned_counts)
+
+    def headcount(self, zone: str, counts: dict[Key, tuple[int, int]], count: int) -> None:
+        """Keep a staff headcount for the night: the one measurement of how many people the counts stand
+        for (closing equations say only that they balance, whatever the common scale)."""
+        if zone in self.boundary:
+            lines = {key: counts.get(key, (0, 0)) for key, _sign in self.boundary[zone]}
+            self.headcounts.append((zone, lines, count))
+
+    def _learn_headcounts(self, untrusted: set[str]) -> int:
+        """The day's headcounts as measurements of the factors: the zone's counts since closing, times
+        the factors, are the count (give or take the counting noise and ``headcount_sd``). Those with an
+        untrusted device around their zone, or too far off to believe, teach nothing; returns how many did."""
+        config, learned = self.config, 0
+        for zone, counts, count in self.headcounts:
+            lines = self.boundary[zone]
+            if untrusted & {key[0] for key, _sign in lines}:
+                continue
+            h = self._equation(lines, counts)
+            crossings = sum(sum(c) for c in counts.values())
+            off = count - _dot(h, self.x)
+            ph = [_dot(row, h) for row in self.p]
+            spread = _dot(h, ph) + config.count_var * crossings + (config.headcount_sd * count) ** 2 + 1.0
+            if off**2 > config.gate**2 * spread:
+                continue
+            gain = [v / spread for v in ph]
+            self.x = [x + g * off for x, g in zip(self.x, gain)]
+            self.p = [[pij - gi * phj for pij, phj in zip(row, ph)] for row, gi in zip(self.p, gain)]
+            learned += 1
+        self.headcounts = []
+        return learned
 
     def _equation(self, lines: list[tuple[Key, int]], counts: dict[Key, tuple[int, int]]) -> list[float]:
         """The zone's closing equation as coefficients of the factors: its occupancy left at closing."""
@@ -384,6 +418,9 @@ class CountingFactors:
                 "gated": sorted(self.gated),
                 "residuals": {zone: list(values) for zone, values in self.residuals.items()},
                 "hourly": self.hourly.state(),
+                "headcounts": [
+                    [zone, [[*key, *c] for key, c in counts.items()], n] for zone, counts, n in self.headcounts
+                ],
             },
             separators=(",", ":"),
         )
@@ -405,6 +442,11 @@ class CountingFactors:
                 self.residuals[zone].clear()
                 self.residuals[zone].extend(float(v) for v in values[-HISTORY_DAYS:])
         self.hourly.restore(state.get("hourly", {}))
+        self.headcounts = [
+            (zone, {(d, line): (int(i), int(o)) for d, line, i, o in counts}, int(n))
+            for zone, counts, n in state.get("headcounts", [])
+            if zone in self.boundary
+        ]
         for device, shares in state["usual"].items():
             if device in self.usual:
                 self.usual[device].clear()

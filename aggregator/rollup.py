@@ -315,6 +315,7 @@ class RollUp:
                 self._corrections.append(points.correction(self.site_id, holder.id, "headcount", round(delta), before,
                                                            when, by=count.person, observed=count.count))  # fmt: skip
         self.crossed[zone], self.anchor_var[zone] = 0, (1 - gain) * estimate_var
+        self.factors.headcount(zone, self.day, count.count)  # tonight, it teaches the factors their scale
         return f"{zone}: counted {count.count} by {count.person}, estimate moved by {delta:+.0f} (weight {gain:.2f})"
 
     def take_nights(self) -> list[Night]:

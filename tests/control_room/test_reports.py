@@ -85,6 +85,7 @@ def test_the_default_report_is_the_day_so_far_and_an_empty_one_says_where_it_loo
 ) -> None:
     """Today's report (the default) from a database with nothing in it says so, with the database it read,
     and writes nothing; the last replayed day shows its devices heard all day, not a share of it."""
+    replayed_week.influx.query('CREATE DATABASE "nothing-here"')
     empty = tmp_path / "empty.yaml"
     empty.write_text(yaml.safe_dump({"influxdb": {"url": replayed_week.influx.url, "database": "nothing-here"}}))
     today = run_cli("report", "--config", str(empty), "--out", str(tmp_path / "today"))
