@@ -156,7 +156,8 @@ class LevelRule(_Section):
     inflow_yellow_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
     inflow_red_per_min: Optional[float] = Field(default=None, gt=0, description="people entering per minute")
     red_on_band: bool = Field(
-        default=True, description="a zone yellow by its estimate whose uncertainty band reaches red_at is red"
+        default=True,
+        description="a zone yellow by its estimate whose measured uncertainty band reaches red_at is red",
     )
 
     @model_validator(mode="after")

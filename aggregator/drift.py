@@ -278,6 +278,10 @@ class CountingFactors:
             return self.config.band_rate
         return (sum(v * v for v in values) / len(values)) ** 0.5
 
+    def measured(self, zone: str) -> bool:
+        """Whether nights have measured how far the zone's estimate strays (else its band is a guess)."""
+        return bool(self.residuals.get(zone))
+
     def learn(self, counts: dict[Key, tuple[int, int]], when: datetime) -> Night:
         """One night's learning from the day's counts per line (in, out since the last closing)."""
         config, size = self.config, len(self.x)

@@ -5,9 +5,9 @@ minus a margin for ``dwell_s`` (in the data's own time), so a zone hovering at a
 flap. A zone whose boundary is not fully covered by live devices is ``unknown``, never green: a
 dead sensor must not look like an empty lane. Nor is a zone whose occupancy band (how far off the
 estimate may be, one standard deviation) reaches red: it is at least yellow; and a zone already
-crowded (yellow by its estimate) whose band reaches red is red (``red_on_band``): counters miss
-people more often than they invent them, so a crowded estimate errs low, and a zone that may be full
-is treated as full.
+crowded (yellow by its estimate) whose band reaches red is red (``red_on_band``), once nights have
+measured the band (before, it is a guess): counters miss people more often than they invent them, so
+a crowded estimate errs low, and a zone that may be full is treated as full.
 
 An optional trigger on inflow (people entering per minute) catches a surge before occupancy does.
 
@@ -68,7 +68,7 @@ def _target(rule: LevelRule, state: ZoneState) -> tuple[str, str]:
     upper = (state.occupancy + state.band) / state.capacity
     if level == "green" and upper >= rule.red_at:  # an estimate that may be red is never shown green
         level, reason = "yellow", f"{reason}, but the estimate may be as high as {upper:.0%} (±{state.band})"
-    elif level == "yellow" and upper >= rule.red_at and rule.red_on_band:  # crowded and may be full: full
+    elif level == "yellow" and upper >= rule.red_at and rule.red_on_band and state.measured:  # may be full: full
         level, reason = "red", f"{reason}, and the estimate may be as high as {upper:.0%} (±{state.band})"
     inflow = state.inflow_per_min
     if rule.inflow_red_per_min is not None and inflow >= rule.inflow_red_per_min and level != "red":

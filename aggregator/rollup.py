@@ -73,6 +73,7 @@ class ZoneState:
     inflow_per_min: float = 0.0  # people who entered in the last minute (data time)
     uncorrected: Optional[int] = None  # the plain running sum of in - out, clamped and reset like occupancy
     band: int = 0  # how far off occupancy may be (one standard deviation, people)
+    measured: bool = False  # the band's rate was measured by nights (not the default guess)
 
 
 class RollUp:
@@ -162,6 +163,7 @@ class RollUp:
                     self.inflow_per_min(zone.id),
                     self.uncorrected(zone.id),
                     self.band(zone.id),
+                    self.factors.measured(zone.id),
                 )
             )
         return out

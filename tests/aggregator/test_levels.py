@@ -138,16 +138,19 @@ def test_a_zone_whose_estimate_may_be_red_is_never_shown_green_and_its_notice_sa
 
 
 def test_a_crowded_zone_that_may_be_full_is_red_unless_the_site_says_otherwise() -> None:
-    """Yellow by its estimate (90 %) with a band of 15 % of capacity: it may be full, so it is red; with
-    a narrow band it stays yellow; and a site that wants red only on the estimate can say so."""
+    """Yellow by its estimate (90 %) with a measured band of 15 % of capacity: it may be full, so it is
+    red; with a narrow band, or one not measured yet (the default guess), it stays yellow; and a site
+    that wants red only on the estimate can say so."""
     capacity = SITE.zone("nanhou").capacity
     crowded = int(0.9 * capacity)
-    unsure = ZoneState("nanhou", crowded, crowded, capacity, None, T0, band=int(0.15 * capacity))
-    sure = ZoneState("nanhou", crowded, crowded, capacity, None, T0, band=int(0.05 * capacity))
+    unsure = ZoneState("nanhou", crowded, crowded, capacity, None, T0, band=int(0.15 * capacity), measured=True)
+    sure = ZoneState("nanhou", crowded, crowded, capacity, None, T0, band=int(0.05 * capacity), measured=True)
+    guessed = ZoneState("nanhou", crowded, crowded, capacity, None, T0, band=int(0.15 * capacity))
     change = LevelEngine(SITE, LevelsConfig()).update(unsure, 1.0, [], T0)
     assert change is not None
     assert change.level == "red"
     assert "may be as high as 105%" in change.reason
     assert LevelEngine(SITE, LevelsConfig()).update(sure, 1.0, [], T0).level == "yellow"  # type: ignore[union-attr]
+    assert LevelEngine(SITE, LevelsConfig()).update(guessed, 1.0, [], T0).level == "yellow"  # type: ignore[union-attr]
     strict = LevelsConfig.model_validate({"default": {"red_on_band": False}})
     assert LevelEngine(SITE, strict).update(unsure, 1.0, [], T0).level == "yellow"  # type: ignore[union-attr]
