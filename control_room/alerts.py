@@ -50,7 +50,7 @@ def _client(broker: BrokerConfig, persistent: bool = False) -> mqtt.Client:
 def _unreachable(broker: BrokerConfig) -> str:
     """Where the broker was looked for, and what to check."""
     hint = (
-        "; no --config was given, so this was the default local broker: give --config with your login file "
+        "; no --login was given, so this was the default local broker: give --login with your login file "
         "(see `lanewatch site broker-config`)"
         if broker == BrokerConfig()
         else "; check host and port in the --config file"

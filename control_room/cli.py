@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
@@ -28,11 +28,14 @@ def alerts() -> None:
     """
 
 
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="a YAML file with a broker: section (host, port, username, password_file, TLS files) "
-    "[default: a local broker on 1883]",
-)  # fmt: skip
+def config_option(command: Any) -> Any:
+    """``--login FILE`` (or ``--config FILE``): a YAML with a ``broker:`` section, relative paths in it
+    taken from the file's folder (a person's logins/<id>/login.yaml from ``site broker-config``)."""
+    return click.option(
+        "--login", "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="your login file (logins/<you>/login.yaml from `lanewatch site broker-config`), or any YAML with "
+        "a broker: section [default: a local broker on 1883, no login]",
+    )(command)  # fmt: skip
 
 
 def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, BrokerConfig]:
@@ -44,7 +47,13 @@ def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, Broke
     site = or_exit(lambda: load_site(site_file))
     if config_path is None:
         return site, BrokerConfig()
-    return site, or_exit(lambda: load_model(config_path, ReceiverConfig)).broker
+    broker = or_exit(lambda: load_model(config_path, ReceiverConfig)).broker
+    beside = {
+        name: config_path.parent / value
+        for name in ("password_file", "ca_file", "cert_file", "key_file")
+        if (value := getattr(broker, name)) is not None and not Path(value).is_absolute()
+    }
+    return site, broker.model_copy(update=beside)
 
 
 @alerts.command("state")

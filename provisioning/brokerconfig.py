@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import yaml
+
 from lanewatch import contract
 from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site.model import Site
@@ -248,7 +250,44 @@ def generate(
         "tls_version tlsv1.2\n"
     )
     _share_with_broker([passwords, acl, server.key])
-    return BrokerFiles(folder, host, port, config, acl, passwords, budget, list(rules))
+    files = BrokerFiles(folder, host, port, config, acl, passwords, budget, list(rules))
+    _write_logins(site, files, tls_hosts[0] if tls_hosts else None)
+    return files
+
+
+def _write_logins(site: Site, files: BrokerFiles, host: Optional[str]) -> None:
+    """A folder per person, ready to hand over: logins/<person>/login.yaml with their password,
+    certificate, key and the CA beside it (``lanewatch alerts watch --login logins/<person>/login.yaml``)."""
+    ca = files.tls(AGGREGATOR)[0]
+    for person in site.people:
+        folder = files.folder / "logins" / person.id
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        _ca, cert, key = files.tls(person.id)
+        secret = files.folder / "secrets" / f"{person.id}.password"
+        for source, name in ((ca, "ca.crt"), (cert, f"{person.id}.crt"), (key, f"{person.id}.key"),
+                             (secret, f"{person.id}.password")):  # fmt: skip
+            target = folder / name
+            target.write_bytes(source.read_bytes())
+            target.chmod(0o600)
+        login = files.login(person.id, host)
+        zones = [z.id for z in site.zones if person.id == z.officer or person.id in z.staff]
+        (folder / "login.yaml").write_text(
+            f"# {person.name} ({person.id}): your login to the LaneWatch notices of {site.site.name.zh} "
+            f"{site.site.name.en}.\n"
+            f"# Your grids: {', '.join(zones) or 'none in the inventory yet'}. Keep this folder to yourself.\n"
+            "#   lanewatch alerts watch --login login.yaml     # notices as they come, and whether they can\n"
+            "#   lanewatch alerts state --login login.yaml     # every zone's level now\n"
+            + (f"#   lanewatch alerts headcount {zones[-1]} N --login login.yaml   # you counted N people there\n"
+               if zones else "")
+            + "# Paths are relative to this file.\n"
+            + yaml.safe_dump({"broker": {
+                "host": login.host, "port": login.port, "username": person.id,
+                "password_file": f"{person.id}.password", "ca_file": "ca.crt",
+                "cert_file": f"{person.id}.crt", "key_file": f"{person.id}.key",
+            }}, sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )  # fmt: skip
 
 
 def build_plugin(folder: Path) -> Path:

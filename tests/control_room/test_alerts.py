@@ -238,3 +238,31 @@ def test_watch_says_at_once_when_it_loses_the_broker_and_when_it_is_back_with_th
             watcher.kill()
     assert watcher.returncode == 0
     assert "南后街 Nanhou Street (nanhou) 5,612/5,500" in out
+
+
+def test_an_officer_logs_in_with_the_folder_broker_config_made_for_them(
+    fresh_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """`site broker-config` writes each person a folder to hand over; its login.yaml works from anywhere
+    as it is, and its secrets are theirs alone."""
+    folder = fresh_mosquitto.files.folder / "logins" / "officer-huang"
+    login = folder / "login.yaml"
+    text = login.read_text(encoding="utf-8")
+    assert "黄明 (officer-huang)" in text
+    assert "lanewatch alerts watch --login login.yaml" in text
+    assert all((folder / name).stat().st_mode & 0o077 == 0 for name in ("officer-huang.key", "officer-huang.password"))
+    client = sender(fresh_mosquitto)
+    red = samples()["level"]  # Nanhou Street: not officer-huang's (west); Wenru is
+    mine = red.model_copy(update={"zone": "wenru", "capacity": 1200, "occupancy": 700, "level": "green"})
+    for state in (red, mine):
+        client.publish(c.topic_for(state), c.encode(state), qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-m", "console", "alerts", "state", "--login", str(login), "--wait", "2"],
+                            capture_output=True, text=True, cwd=elsewhere, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "700 / 1,200" in lines["wenru"]
+    assert "no level published yet" in lines["nanhou"]  # the broker's ACL: officers read their own grids
