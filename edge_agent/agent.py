@@ -222,7 +222,7 @@ class Agent:
                 dropped_frames=self.source.dropped if self.source else 0, cpu_temp_c=_cpu_temperature(),
                 load1=os.getloadavg()[0], outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped(),
                 camera=self._source_state(), storage="full" if self.outbox.full else "ok",
-                sign=self.sign.link.state if self.sign else "none",
+                sign=self.sign.state if self.sign else "none",
                 clock_synced=_clock_synced(),
             )  # fmt: skip
             self._last_beat = (frames, invoke, now)

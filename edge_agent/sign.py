@@ -226,18 +226,43 @@ class SignDriver:
     """Shows the diversion notices addressed to this entrance on its sign, newest first.
 
     Notices arrive on the MQTT thread; a worker thread talks to the (slow) serial line, and only the
-    newest notice waiting is shown: a sign must say what is true now, not replay a backlog.
+    newest notice waiting is shown: a sign must say what is true now, not replay a backlog. A sign that
+    is missing, unplugged or off never stops the counting: its state is ``failed`` in the heartbeats,
+    and the port is tried again every ``REOPEN_S`` with the newest notice not yet shown.
     """
+
+    REOPEN_S = 10.0
 
     def __init__(self, config: SignConfig) -> None:
         self.config = config
-        self.link = SignLink(config.port, config.baudrate, config.timeout_s, config.retries)
+        self.link: Optional[SignLink] = None
+        self._complained = False
+        self._open()
         self._latest: Optional[contract.DiversionNotice] = None
+        self._unshown: Optional[contract.DiversionNotice] = None  # the newest notice the sign did not take
         self._seen: deque[str] = deque(maxlen=256)  # notice ids already taken (QoS 1 may repeat)
         self._ready = threading.Condition()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._show, name="sign", daemon=True)
         self._worker.start()
+
+    @property
+    def state(self) -> SignState:
+        return self.link.state if self.link is not None else "failed"
+
+    def _open(self) -> bool:
+        try:
+            self.link = SignLink(self.config.port, self.config.baudrate, self.config.timeout_s, self.config.retries)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            if not self._complained:  # once, not every REOPEN_S
+                log.error("sign %s: cannot open %s (%s); counting goes on, the port is tried again every %g s",
+                          self.config.id, self.config.port, exc, self.REOPEN_S)  # fmt: skip
+                self._complained = True
+            return False
+        if self._complained:
+            log.info("sign %s: %s is open again", self.config.id, self.config.port)
+            self._complained = False
+        return True
 
     def notice(self, payload: bytes) -> None:
         try:
@@ -256,21 +281,37 @@ class SignDriver:
     def _show(self) -> None:
         while not self._stop.is_set():
             with self._ready:
-                self._ready.wait_for(lambda: self._latest is not None or self._stop.is_set(), timeout=1.0)
+                self._ready.wait_for(lambda: self._latest is not None or self._stop.is_set(), timeout=self.REOPEN_S)
                 notice, self._latest = self._latest, None
-            if notice is None:
+            notice = notice or self._unshown  # none newer: the one the sign did not take, again
+            if notice is None or self._stop.is_set():
                 continue
-            fields = {"text": "", "level": notice.level, "level_zh": LEVEL_ZH[notice.level], "zone": notice.zone}
-            zh = self.config.template_zh.format(**{**fields, "text": notice.text.zh})
-            en = self.config.template_en.format(**{**fields, "text": notice.text.en})
-            try:
-                self.link.show(notice.level, zh, en)
-            except ProtocolError as exc:
-                log.error("notice %s not shown: %s", notice.id, exc)
+            self._unshown = None if self._put(notice) else notice
+
+    def _put(self, notice: contract.DiversionNotice) -> bool:
+        """Show one notice; False when the sign did not take it (missing, unplugged, silent)."""
+        if self.link is None and not self._open():
+            return False
+        assert self.link is not None
+        fields = {"text": "", "level": notice.level, "level_zh": LEVEL_ZH[notice.level], "zone": notice.zone}
+        zh = self.config.template_zh.format(**{**fields, "text": notice.text.zh})
+        en = self.config.template_en.format(**{**fields, "text": notice.text.en})
+        try:
+            return self.link.show(notice.level, zh, en)
+        except ProtocolError as exc:
+            log.error("notice %s not shown: %s", notice.id, exc)
+            return True  # the text itself is wrong: sending it again would not help
+        except (serial.SerialException, OSError) as exc:  # unplugged while running
+            log.error("sign %s: %s failed (%s); tried again every %g s", self.config.id, self.config.port, exc,
+                      self.REOPEN_S)  # fmt: skip
+            self.link.close()
+            self.link, self._complained = None, True
+            return False
 
     def close(self) -> None:
         self._stop.set()
         with self._ready:
             self._ready.notify()
         self._worker.join(timeout=5)
-        self.link.close()
+        if self.link is not None:
+            self.link.close()

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import serial
 
-from edge_agent.sign import ProtocolError, SignLink, SimulatedSign, decode, encode, escape, notice_frame, unescape
+from edge_agent.config import SignConfig
+from edge_agent.sign import (
+    ProtocolError,
+    SignDriver,
+    SignLink,
+    SimulatedSign,
+    decode,
+    encode,
+    escape,
+    notice_frame,
+    unescape,
+)
+from lanewatch import contract as c
+from tests.conftest import wait_until
+from tests.samples import samples
 
 ZH = "南后街已满，请暂停进入，前往安民巷、宫巷"
 EN = "Nanhou St is full: please wait, or visit Anmin & Gong Alleys, 50% less crowded*"
@@ -127,3 +142,27 @@ def test_sign_sim_command_shows_what_it_receives() -> None:
         sim.send_signal(signal.SIGINT)
         sim.wait(timeout=10)
     assert sim.returncode == 0
+
+
+def test_a_sign_that_is_missing_at_start_never_stops_the_device_and_shows_the_newest_notice_once_plugged_in(
+    tmp_path: Path,
+) -> None:
+    """No /dev/ttyUSB0 when the agent starts (unplugged, not yet wired): the driver starts anyway with the
+    sign `failed`, keeps the newest notice, and shows it once the port is there."""
+    link = tmp_path / "ttyUSB0"  # where the sign will appear (a symlink to a pty, as udev makes one)
+    SignDriver.REOPEN_S = 0.2
+    driver = SignDriver(SignConfig(id="sign-wenru-west", port=str(link), timeout_s=0.3, retries=1))
+    sign = SimulatedSign()
+    try:
+        assert driver.state == "failed"
+        notice = samples()["entrance_notice"]
+        driver.notice(c.encode(notice))
+        link.symlink_to(sign.port)  # plugged in
+        assert wait_until(lambda: sign.displayed is not None, seconds=10)
+        assert sign.displayed is not None
+        assert sign.displayed[2] == notice.text.en
+        assert driver.state == "ok"
+    finally:
+        driver.close()
+        sign.close()
+        SignDriver.REOPEN_S = 10.0
