@@ -134,13 +134,17 @@ def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
     OUT on this device only; nothing is sent.
     """
     from edge_agent.calibrate import calibration_image, write_png
+    from edge_agent.detector import ModelError
     from edge_agent.selftest import first_frame
 
     config = _load_config_or_exit(config_path)
     check, frame = first_frame(config, timeout)
     if frame is None:
         raise click.ClickException(f"{check.detail} ({check.hint})")
-    picture, people = calibration_image(config, frame)
+    try:
+        picture, people = calibration_image(config, frame)
+    except (ModelError, ValueError) as exc:  # a model missing or not a detector: one line, as `run` says it
+        raise click.ClickException(str(exc)) from None
     try:
         write_png(picture, out)
     except ValueError as exc:

@@ -96,3 +96,15 @@ def test_calibrate_draws_lines_directions_and_people(shared_assets: Path, tmp_pa
     # the counting line (x = 320) is drawn in its colour, top to bottom
     column = picture[:, 319:322].reshape(-1, 3)
     assert np.mean(np.all(np.abs(column.astype(int) - (0, 200, 255)) < 40, axis=1)) > 0.5
+
+
+def test_calibrate_without_its_model_says_so_in_one_line(shared_assets: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, shared_assets, {"port": free_port()}, "/dev/null")
+    config.write_text(config.read_text().replace("detect.tflite", "missing.tflite"))
+    out = tmp_path / "c.png"
+    result = subprocess.run([LANEWATCH, "agent", "calibrate", "--config", str(config), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "missing.tflite" in result.stderr
+    assert not out.exists()
