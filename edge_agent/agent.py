@@ -71,6 +71,8 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.source is not None:
+            self.source.interrupt()
 
     def run(self, drain_timeout: float = 30.0) -> None:
         """Count until stopped (or until a file source ends), then hand what is left to the broker."""
@@ -112,7 +114,10 @@ class Agent:
         frames = iter(source)
         first = next(frames, None)
         if first is None:
-            log.error("the source %s gave no frame", self.config.source)
+            if self._stop.is_set():
+                log.info("stopped before the source %s gave a frame", self.config.source)
+            else:
+                log.error("the source %s gave no frame", self.config.source)
             return
         height, width = first.image.shape[:2]
         lines = [

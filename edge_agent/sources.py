@@ -61,6 +61,10 @@ class FrameSource:
     def close(self) -> None:
         """Release the camera or file."""
 
+    def interrupt(self) -> None:
+        """End the iteration soon, from any thread or a signal handler (a camera that never delivers a
+        frame must not keep the agent from stopping); ``close`` still releases."""
+
     def __enter__(self) -> FrameSource:
         return self
 
@@ -355,6 +359,9 @@ class LiveSource(FrameSource):
                 frame, self._latest = self._latest, None
             if frame is not None:
                 yield frame
+
+    def interrupt(self) -> None:
+        self._stop.set()  # the iterator and the grabber look at it at least once a second
 
     def close(self) -> None:
         self._stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from edge_agent.outbox import Outbox
 from harness.servers import Mosquitto
 from tests.cameras import MjpegCamera
 from tests.conftest import Listener, fill, wait_until
-from tests.edge_agent.test_agent import start_agent, write_config
+from tests.edge_agent.test_agent import LANEWATCH, start_agent, write_config
 
 OUTAGE_S = 180  # "several minutes"
 CUT_S = 30  # a link cut without a word: several keepalive intervals (5 s) long
@@ -224,3 +225,24 @@ def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of
     state = Outbox(small_disk / "state" / "outbox.db").state()
     assert (int(state["total.gate.in"]), int(state["total.gate.out"])) == totals[-1]
     assert totals[-1][0] >= 4  # people walked through during the test (TUD-Stadtmitte: one each way a pass)
+
+
+def test_an_agent_whose_camera_never_opens_stops_on_sigterm(
+    fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path
+) -> None:
+    """A camera that is not there (no /dev/video7): the agent keeps trying it and says so in its
+    heartbeats, and `systemctl stop` (SIGTERM) still stops it, cleanly."""
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True, source="camera:7")
+    agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # let it try the camera a few times
+        assert agent.poll() is None, "it keeps trying a missing camera"
+        agent.send_signal(signal.SIGTERM)
+        _out, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, err[-2000:]
+    assert "cannot open camera:7" in err
+    assert "Traceback" not in err
