@@ -201,12 +201,21 @@ def eval_command(
     from edge_agent.sources import SourceError, open_source
 
     _interpreter_owns_the_cores()
+    points = _line(line)
     try:
         with open_source(video) as source:
             total = getattr(source, "frame_count", 0) or None
+            width, height = source.size
+        x1, y1, x2, y2 = points
+        if width and height and not all(0 <= x <= width and 0 <= y <= height for x, y in ((x1, y1), (x2, y2))):
+            raise click.BadParameter(
+                f"the line {x1:g},{y1:g} to {x2:g},{y2:g} is not inside the {width}x{height} picture: nobody "
+                "could cross it (pixels, from the top left corner)",
+                param_hint="--line",
+            )
         bar: Any = click.progressbar(length=total, label="counting", file=sys.stderr)
         with bar:
-            result = evaluate(video, model, _line(line), cast("Anchor", anchor), gt, threads, model_format, bar.update)
+            result = evaluate(video, model, points, cast("Anchor", anchor), gt, threads, model_format, bar.update)
     except (ModelError, SourceError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     result["peak_rss_mb"] = _peak_rss_mb()

@@ -98,6 +98,10 @@ def test_eval_command_explains_a_bad_line(shared_assets: Path) -> None:
     assert result.returncode == 2
     assert "expected X1,Y1,X2,Y2 in pixels" in result.stderr
     assert "Traceback" not in result.stderr
+    outside = subprocess.run([*command[:-1], "320,0,320,900"], capture_output=True, text=True, timeout=120,
+                             check=False)  # fmt: skip
+    assert outside.returncode == 2  # a line nobody can cross is refused, not counted as 0 / 0
+    assert "not inside the 640x480 picture" in outside.stderr
 
 
 def test_the_better_model_counts_footage_counted_by_hand_within_the_target(
