@@ -60,9 +60,49 @@ def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h:
     }  # fmt: skip
 
 
+#: Chinese first on every board the control room reads: each panel's title in Chinese before the English.
+ZH_TITLES = {
+    "Zone levels": "区域等级", "Occupancy against capacity": "人数占容量", "Devices offline": "离线设备",
+    "Occupancy by zone": "各区域人数", "Level changes": "等级变化",
+    "Early warnings (predicted red)": "预警（预计饱和）",
+    "In / out per entrance on the boundary": "边界出入口进出人次", "Density": "密度", "Early warnings": "预警",
+    "Online / offline": "在线 / 离线", "Last seen (latest heartbeat), camera and sign": "最近心跳、摄像头与显示屏",
+    "Aggregator": "汇聚服务", "Counting factors, night by night": "逐夜计数系数",
+    "Occupancy, corrected and uncorrected (all zones)": "人数：校正与未校正（全部区域）",
+    "Hourly mean occupancy": "分时段平均人数", "Busiest entrances (people in)": "最繁忙出入口（进入人次）",
+    "Level": "等级", "Frames per second": "帧率", "Inference time": "推理耗时", "CPU temperature": "处理器温度",
+    "Outbox backlog (messages waiting on the device)": "设备待发消息", "Daily peak occupancy": "每日峰值人数",
+    "Weekly peak occupancy": "每周峰值人数", "Minutes yellow": "黄色分钟数", "Minutes red": "红色分钟数",
+}  # fmt: skip
+ZH_BOARDS = {"Overview": "总览", "Zone": "区域", "Devices": "设备", "Trends": "趋势"}
+
+
+def _names(site: Site) -> list[dict[str, Any]]:
+    """Series named by a zone's or a gate's id are shown by their names, Chinese first."""
+    named = [(z.id, z.name) for z in site.zones] + [(e.id, e.name) for e in site.entrances]
+    return [{"matcher": {"id": "byName", "options": item}, "properties": [
+        {"id": "displayName", "value": f"{name.zh} {name.en}"}]} for item, name in named]  # fmt: skip
+
+
+def _zone_column(site: Site) -> dict[str, Any]:
+    """A table's ``zone`` column shows the zone's Chinese name with its id."""
+    options = {z.id: {"text": f"{z.name.zh} ({z.id})"} for z in site.zones}
+    return {"matcher": {"id": "byName", "options": "zone"},
+            "properties": [{"id": "mappings", "value": [{"type": "value", "options": options}]}]}  # fmt: skip
+
+
 def dashboard(uid: str, title: str, panels: list[Panel], site: Site, **extra: Any) -> dict[str, Any]:
+    names = _names(site)
     for n, p in enumerate(panels, start=1):
         p["id"] = n
+        if p["title"] in ZH_TITLES:
+            p["title"] = f"{ZH_TITLES[p['title']]} {p['title']}"
+        overrides = p["fieldConfig"]["overrides"]
+        overrides.extend(names if p["type"] != "table" else [_zone_column(site)])
+    board = title.rsplit(" · ", 1)[-1]
+    title = f"LaneWatch · {site.site.name.zh} {site.site.name.en} · {ZH_BOARDS.get(board, '')} {board}".replace(
+        "  ", " "
+    )
     return {
         "uid": uid, "title": title, "tags": ["lanewatch", site.site.id], "timezone": site.site.timezone,
         "schemaVersion": SCHEMA_VERSION, "editable": False, "graphTooltip": 1, "refresh": "10s",
@@ -90,7 +130,7 @@ def overview(site: Site) -> dict[str, Any]:
             0, 4, 12, 9, defaults={"unit": "percentunit", "min": 0, "max": 1.2, "thresholds": SHARE_THRESHOLDS},
             options={"orientation": "horizontal", "displayMode": "basic",
                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
-        panel("stat", f"District total ({site.root.name.en})", [target(
+        panel("stat", f"景区总人数 District total ({site.root.name.zh} {site.root.name.en})", [target(
             f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"capacity\") AS \"capacity\" FROM \"zones\" "
             f"WHERE \"site\" = '{s}' AND \"zone\" = '{root}' AND $timeFilter")],
             12, 4, 6, 4, defaults={"unit": "none"},
@@ -140,7 +180,8 @@ def zone_board(site: Site) -> dict[str, Any]:
             "AND \"entrance\" =~ /^(${zone})$/ AND $timeFilter GROUP BY time($__interval), \"entrance\" fill(0)",
             alias="$tag_entrance $col")],
             0, 0, 24, 8, defaults={"unit": "none", "custom": {"drawStyle": "bars", "fillOpacity": 60}}),
-        panel("timeseries", "Occupancy (± its band: how far off the estimate may be), uncorrected, capacity", [target(
+        panel("timeseries", "人数（± 误差带）、未校正人数、容量 Occupancy (± its band: how far off the estimate may "
+              "be), uncorrected, capacity", [target(
             f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"occupancy\") + last(\"band\") AS \"upper\", "
             f"last(\"occupancy\") - last(\"band\") AS \"lower\", last(\"uncorrected\") AS \"uncorrected\", "
             f"last(\"capacity\") AS \"capacity\" FROM \"zones\" "
@@ -194,7 +235,8 @@ def devices_board(site: Site) -> dict[str, Any]:
             "SELECT last(\"processed\") AS \"processed\", last(\"stored\") AS \"stored\", last(\"rejected\") AS "
             f"\"rejected\", last(\"lag_s\") AS \"lag_s\" FROM \"aggregator\" WHERE \"site\" = '{s}' AND $timeFilter "
             "GROUP BY time($__interval), \"instance\" fill(none)", alias="$tag_instance $col")], 0, 23, 24, 7),
-        panel("table", "Counting factors (latest night): people per count in and out; flagged: check the counter", [
+        panel("table", "计数系数（最近一夜）Counting factors (latest night): people per count in and out; "
+              "flagged: check the counter", [
             target("SELECT last(\"f_in\") AS \"in\", last(\"f_out\") AS \"out\", last(\"sd_in\") AS \"± in\", "
                    "last(\"day_in\") AS \"counted in\", last(\"day_out\") AS \"counted out\", last(\"flagged\") AS "
                    f"\"flagged\", last(\"why\") AS \"why\" FROM \"counting_factors\" WHERE \"site\" = '{s}' "

@@ -144,3 +144,21 @@ def test_queries_only_name_measurements_and_fields_the_aggregator_writes() -> No
         for what, query in queries(board):
             for measurement in re.findall(r'FROM "(\w+)"', query):
                 assert f"`{measurement}`" in schema, (what, measurement)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_each_board_speaks_chinese_first_and_names_zones_and_gates(name: str) -> None:
+    """Control-room staff read Chinese: every panel title starts in Chinese, and series named by a zone's
+    or a gate's id are shown by its Chinese and English names; tables show zones by name too."""
+    board = BOARDS[name]
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    assert cjk.match(board["title"].split(" · ")[1])
+    assert all(cjk.match(p["title"]) for p in board["panels"]), [p["title"] for p in board["panels"]]
+    for p in board["panels"]:
+        shown = {o["matcher"]["options"]: o["properties"][0]["value"] for o in p["fieldConfig"]["overrides"]}
+        if p["type"] == "table":
+            continue
+        for zone in SITE.zones:
+            assert shown[zone.id] == f"{zone.name.zh} {zone.name.en}"
+        for entrance in SITE.entrances:
+            assert shown[entrance.id].startswith(entrance.name.zh)
