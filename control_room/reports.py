@@ -232,25 +232,27 @@ def _peak(report: Report, zone_id: str) -> list[Any]:
     return [value, round(value / capacity, 3), when.strftime("%Y-%m-%d %H:%M")]
 
 
-#: Chinese first: matplotlib falls back from one font to the next glyph by glyph (the CJK font comes
-#: with ``scripts/setup``: Debian's fonts-wqy-microhei).
-FONTS = ["DejaVu Sans", "WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC"]
-
-
+#: The CJK fonts the charts look for (``scripts/setup`` installs Debian's fonts-wqy-microhei);
+#: matplotlib falls back from DejaVu Sans to them glyph by glyph.
 CJK_FONT_FILES = (
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
 )
 
 
-def _add_cjk_fonts() -> None:
-    """Make the CJK fonts known to matplotlib even when its font cache was built before they were installed."""
+def _chart_fonts() -> list[str]:
+    """DejaVu Sans, then every CJK font installed (made known to matplotlib even when its font cache was
+    built before they were installed)."""
     from matplotlib import font_manager
 
     known = {Path(f.fname) for f in font_manager.fontManager.ttflist}
+    families = []
     for path in map(Path, CJK_FONT_FILES):
-        if path.is_file() and path not in known:
-            font_manager.fontManager.addfont(str(path))
+        if path.is_file():
+            if path not in known:
+                font_manager.fontManager.addfont(str(path))
+            families.append(font_manager.FontProperties(fname=str(path)).get_name())
+    return ["DejaVu Sans", *families]
 
 
 def _charts(report: Report, folder: Path, stem: str) -> list[Path]:
@@ -259,8 +261,7 @@ def _charts(report: Report, folder: Path, stem: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _add_cjk_fonts()
-    plt.rcParams["font.family"] = FONTS
+    plt.rcParams["font.family"] = _chart_fonts()
     site = report.site
     leaves = [z for z in site.zones if not site.children(z.id)]
     out = []
