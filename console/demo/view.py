@@ -27,6 +27,7 @@ from rich.text import Text
 
 from aggregator.influx import Database, DatabaseError, rows
 from console.demo.runner import SiteRunner
+from edge_agent.sign import LEVEL_ZH
 from lanewatch import contract
 from lanewatch.mqttconfig import BrokerConfig
 from lanewatch.site import Site
@@ -188,7 +189,7 @@ class _Screen:
         site, traffic = self.runner.site, self.runner.traffic
         clock = (f"traffic {traffic.local_time():%a %H:%M} ({traffic.traffic.source}, {self.runner.speed:g}x)"
                  if traffic else "no traffic")  # fmt: skip
-        header = f"LaneWatch demo: {site.site.name.en} ({site.site.name.zh})   {clock}   footage real time"
+        header = f"LaneWatch 演示 demo: {site.site.name.zh} {site.site.name.en}   {clock}   footage real time"
         return render(self.state, header, self.footer, self.note, lambda when: f"{self.shown(when):%H:%M:%S}")
 
     def shown(self, when: datetime) -> datetime:
@@ -232,9 +233,9 @@ def _depth(site: Site, zone_id: str) -> int:
 
 
 def _zones(state: SiteState, clock: Callable[[datetime], str]) -> Table:
-    table = Table(title="zones (flows: people per minute of the wall clock)", title_justify="left")
-    columns = {"zone": "left", "level": "center", "since": "left", "occupancy": "right", "capacity": "right",
-               "full": "left", "in/min": "right", "out/min": "right"}  # fmt: skip
+    table = Table(title="区域 zones (flows: people per minute of the wall clock)", title_justify="left")
+    columns = {"区域 zone": "left", "等级 level": "center", "since": "left", "人数 occupancy": "right",
+               "容量 capacity": "right", "full": "left", "进 in/min": "right", "出 out/min": "right"}  # fmt: skip
     for name, justify in columns.items():
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     flows = state.flows()
@@ -246,8 +247,8 @@ def _zones(state: SiteState, clock: Callable[[datetime], str]) -> Table:
         bar = "█" * min(20, round(share * 20)) + "·" * max(0, 20 - round(share * 20))
         in_, out = flows[zone.id]
         table.add_row(
-            "  " * _depth(state.site, zone.id) + f"{zone.id} {zone.name.zh}",
-            Text(f" {word.upper()} ", style=STYLE[word]),
+            "  " * _depth(state.site, zone.id) + f"{zone.name.zh} {zone.id}",
+            Text(f" {LEVEL_ZH[word]} {word.upper()} ", style=STYLE[word]),
             clock(level.since) if level else "",
             "-" if occupancy is None else f"{occupancy:,} ±{state.band.get(zone.id, 0):,}",
             f"{zone.capacity:,}",
@@ -286,14 +287,15 @@ def _devices(state: SiteState, extra: Callable[[str], Optional[str]]) -> Table:
 
 
 def _notices(state: SiteState, clock: Callable[[datetime], str]) -> Table:
-    table = Table(title="latest notices", title_justify="left")
+    table = Table(title="最新通知 latest notices", title_justify="left")
     for name in ("time", "zone", "notice", "to", "text"):
         table.add_column(name, overflow="fold" if name == "text" else "ellipsis", no_wrap=name != "text")
     for notice in reversed(state.notices):
         local = clock(notice.time)
         what = "PREDICTED RED" if notice.kind == "predicted_red" else f"{notice.previous_level} → {notice.level}"
-        table.add_row(local, notice.zone, Text(what, style=STYLE.get(notice.level, "")),
-                      f"{len(notice.to)} receivers", notice.text.en)  # fmt: skip
+        name = state.site.zone(notice.zone).name.zh
+        table.add_row(local, f"{name} {notice.zone}", Text(what, style=STYLE.get(notice.level, "")),
+                      f"{len(notice.to)} receivers", f"{notice.text.zh}\n{notice.text.en}")  # fmt: skip
     if not state.notices:
         table.add_row("", "", "none yet", "", "")
     return table
