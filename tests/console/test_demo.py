@@ -215,8 +215,8 @@ def test_the_demo_command_shows_the_site_and_ctrl_c_stops_everything(
     reader.join(timeout=10)
     screen = "".join(lines)
     assert code == 0, demo.stderr.read()  # type: ignore[union-attr]
-    for what in ("区域 zones", "衣锦坊 yijin", "cam-nanhou-north-a", "cam-gong-east", "最新通知 latest notices", "Dashboards",
-                 "lanewatch report", "Stopped everything the demo started"):  # fmt: skip
+    for what in ("区域 zones", "衣锦坊 yijin", "cam-nanhou-north-a", "cam-gong-east", "最新通知 latest notices",
+                 "Dashboards", "lanewatch report", "Stopped everything the demo started"):  # fmt: skip
         assert what in screen, what
     # Python's multiprocessing resource tracker leaves on its own once the demo has gone: give it a moment.
     assert wait_until(lambda: not _survivors(started), 10), [_command(pid) for pid in _survivors(started)]
