@@ -135,6 +135,14 @@ class HourlyShares:
     def factor(self, device: str) -> float:
         return self.scale.get(device, 1.0)
 
+    def close_day(self) -> None:
+        """At closing every scale ends with its day: tonight's check takes the device over, and a lens
+        still dirty tomorrow is found again within two hours (a scale kept overnight would count a
+        cleaned lens double through the quiet morning hours, too few to judge)."""
+        self.scale.clear()
+        self.why.clear()
+        self.off.clear()
+
     def _shares(
         self, device: str, counted: dict[str, tuple[float, float]]
     ) -> Optional[tuple[tuple[float, float], float]]:

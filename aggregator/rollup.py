@@ -281,6 +281,7 @@ class RollUp:
             return
         closed_at = self._next_closing
         night = self.factors.learn(self.day, closed_at)
+        self.factors.hourly.close_day()
         self.nights.append(night)
         self._corrections.extend(points.night(self.site_id, night, self.factors.dumps()))
         self.day = {}

@@ -114,7 +114,7 @@ def run(
         seconds = time.monotonic() - started
         stored = levelreplay.stored_occupancy(site, traffic, database.url)
         flagged = flagged_nights(site, database.url, dirty[0]) if dirty else []
-        scaled = first_scaled(site, database.url) if dirty and corrected else None
+        scaled = first_scaled(site, database.url) if dirty and corrected is not False else None
         if report:
             write_report(site, traffic, database, report, say)
     verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored, judged_from=warmup * realtraffic.DAY)

@@ -164,7 +164,8 @@ def test_a_lens_that_gets_dirty_at_noon_is_flagged_and_made_up_within_hours_and_
     assert all(devices <= {victim} for devices in scaled.values()), "only the dirty lens is ever scaled"
     assert all(not devices for minute, devices in scaled.items() if minute < onset)
     assert victim in scaled[onset + 3 * 60], "scaled within three hours"
-    assert victim not in scaled[(dirty_day + 1) * realtraffic.DAY + 20 * 60], "released once clean"
+    assert victim not in scaled[(dirty_day + 1) * realtraffic.DAY + 60], "the scale ends with its day"
+    assert victim not in scaled[(dirty_day + 1) * realtraffic.DAY + 20 * 60], "and is not found again once clean"
     evening = (dirty_day * realtraffic.DAY + 20 * 60) // STEP  # 20:00, before closing
     truth, used, plain = seen["wenru"][evening]
     capacity = SITE.zone("wenru").capacity
