@@ -26,10 +26,11 @@ One odd day must not ruin them:
 A factor that has moved more than ``flag_factor`` from the prior also flags its device: a counter
 that needs a large correction is a counter to check.
 
-A dirty lens must not wait for the night: ``HourlyShares`` sets each device's share of the last hour
-against its usual for that hour of the day; two hours in a row beyond ``flag_share`` flag the device
-at once, and its counts are scaled back to its usual share (the two hours counted short are made up)
-until it counts as usual again. Pure Python: forty factors are small sums.
+A dirty lens must not wait for the night: ``HourlyShares`` sets each device's share of the last hour,
+each way, against its usual for that hour of the day; two hours in a row beyond ``flag_share`` both
+ways flag the device at once, and its counts are scaled back to its usual share (the two hours counted
+short are made up) until it counts as usual again, or until closing. Staff headcounts, kept for the
+night, are the one measurement of the counters' common scale. Pure Python: forty factors are small sums.
 """
 
 from __future__ import annotations
@@ -232,7 +233,6 @@ class HourlyShares:
                 self.usual[device] = {
                     int(h): deque(((s[0], s[1]) for s in v[-HISTORY_DAYS:]), maxlen=HISTORY_DAYS)
                     for h, v in hours.items()
-                    if all(isinstance(s, list) and len(s) == 2 for s in v)  # shares of an older form: relearned
                 }
 
 
