@@ -48,12 +48,7 @@ def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, Broke
     if config_path is None:
         return site, BrokerConfig()
     broker = or_exit(lambda: load_model(config_path, ReceiverConfig)).broker
-    beside = {
-        name: config_path.parent / value
-        for name in ("password_file", "ca_file", "cert_file", "key_file")
-        if (value := getattr(broker, name)) is not None and not Path(value).is_absolute()
-    }
-    return site, broker.model_copy(update=beside)
+    return site, broker.beside(config_path.parent)
 
 
 @alerts.command("state")

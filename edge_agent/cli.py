@@ -123,6 +123,48 @@ def selftest_command(config_path: Path, timeout: float, as_json: bool) -> None:
     raise SystemExit(1 if failed else 0)
 
 
+@agent.command("install")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--venv",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the software the service runs [default: the one running this command]",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="install under this folder instead (an image being prepared); the user must exist there",
+)
+@click.option("--user", default="lanewatch", show_default=True, help="the service's user (created if missing)")
+@click.option("--no-selftest", is_flag=True, help="skip the self-test (an image prepared away from its site)")
+def install_command(bundle: Path, venv: Optional[Path], root: Path, user: str, no_selftest: bool) -> None:
+    """Install a device BUNDLE (from `lanewatch site device-bundle`) on this device, then self-test it.
+
+    Creates the service user, /etc/lanewatch (configuration, login, model; root-owned, group-readable),
+    /var/lib/lanewatch (kept on reinstall) and the systemd unit. The bundle's `install` script runs this
+    after installing the software; run it again for a replacement device or a new bundle.
+    """
+    from edge_agent.install import InstallError, install_bundle, python_prefix, selftest
+
+    software = venv or python_prefix()
+    try:
+        layout = install_bundle(bundle.resolve(), venv=software, root=root, user=user, say=click.echo)
+    except InstallError as exc:
+        raise click.ClickException(str(exc)) from None
+    if no_selftest:
+        click.echo("self-test skipped; run it on site: lanewatch agent selftest --config " + str(layout.config))
+        return
+    click.echo(f"self-test as {user}:")
+    code = selftest(layout, software, user)
+    if code != 0:
+        click.echo("install: the device is installed but its self-test failed: fix what it says, then run "
+                   f"`lanewatch agent selftest --config {layout.config}` again", err=True)  # fmt: skip
+        raise SystemExit(code)
+    click.echo("next: sudo systemctl enable --now lanewatch-agent   (counting starts, and after every boot)")
+
+
 @agent.command("calibrate")
 @config_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write")

@@ -93,8 +93,14 @@ class AgentConfig(_Section):
 
 
 def load_agent_config(path: Path) -> AgentConfig:
-    """Read and check a device's YAML file; ConfigError lists every problem, line by line."""
-    return load_model(path, AgentConfig)
+    """Read and check a device's YAML file; ConfigError lists every problem, line by line.
+
+    Relative paths of files the device is given (model, password, certificates) are taken from the
+    file's folder: a device bundle installs them beside its configuration."""
+    config = load_model(path, AgentConfig)
+    folder = Path(path).parent
+    model = config.model if config.model is None or config.model.is_absolute() else folder / config.model
+    return config.model_copy(update={"model": model, "broker": config.broker.beside(folder)})
 
 
 def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig:

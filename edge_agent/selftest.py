@@ -38,6 +38,7 @@ def run_checks(config: AgentConfig, timeout: float = 10.0) -> Iterator[Check]:
         camera, frame = first_frame(config, timeout)
         yield camera
         yield _model(config, frame)
+        yield _licence(config)
     yield _storage(config)
     yield _broker(config, timeout)
     yield _clock()
@@ -111,6 +112,19 @@ def _model(config: AgentConfig, frame: Optional[np.ndarray]) -> Check:
     )
 
 
+def _licence(config: AgentConfig) -> Check:
+    """The model's licence: a site must know whether it may run it (see edge_agent.modelinfo)."""
+    from edge_agent.modelinfo import model_info
+
+    assert config.model is not None
+    info = model_info(config.model)
+    if not info.known:
+        return Check("licence", "warn", info.line(), "state it in model.yaml beside the model (licence:, source:)")
+    if info.allows.startswith("permissive"):
+        return Check("licence", "pass", info.line())
+    return Check("licence", "warn", info.line(), "make sure the site's use is allowed; README.md, 'Models'")
+
+
 def _storage(config: AgentConfig) -> Check:
     from edge_agent.outbox import Outbox
 
@@ -154,14 +168,16 @@ def _broker(config: AgentConfig, timeout: float) -> Check:
     client.loop_stop()
     if reason is not None and not reason.is_failure:  # type: ignore[attr-defined]
         return Check("broker", "pass", f"connected to {where}" + (" with TLS" if broker.ca_file else ""))
-    said = (
-        f"refused: {reason}"
-        if reason is not None
-        else "the connection was dropped (a certificate the broker does not trust?)"
-    )
-    return Check(
-        "broker", "fail", f"{where} {said}", "check the username, password file and client certificate for this device"
-    )
+    if reason is not None:
+        said, hint = f"refused: {reason}", "check the username and password file for this device"
+    elif broker.ca_file is None:
+        said = "the connection was dropped before the broker answered"
+        hint = ("a site's broker (`site broker-config`) speaks TLS only: set broker.ca_file, cert_file, key_file, "
+                "username and password_file (a device bundle fills them in)")  # fmt: skip
+    else:
+        said = "the connection was dropped before the broker answered"
+        hint = "check that ca_file is the site's CA and cert_file/key_file were issued to this device's username"
+    return Check("broker", "fail", f"{where} {said}", hint)
 
 
 def _clock() -> Check:

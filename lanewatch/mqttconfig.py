@@ -52,6 +52,16 @@ class BrokerConfig(BaseModel):
             return os.environ[self.password_env]
         return None
 
+    def beside(self, folder: Path) -> BrokerConfig:
+        """These settings with relative file paths taken from ``folder`` (the configuration file's),
+        so that a login or device folder can be moved or installed anywhere as a whole."""
+        update = {
+            name: folder / value
+            for name in ("password_file", "ca_file", "cert_file", "key_file")
+            if (value := getattr(self, name)) is not None and not Path(value).is_absolute()
+        }
+        return self.model_copy(update=update)
+
     @property
     def v5(self) -> bool:
         return self.protocol == "5"

@@ -364,3 +364,31 @@ def _share_with_broker(paths: list[Path]) -> None:
         if os.geteuid() == 0:
             os.chown(path, -1, gid)
         path.chmod(0o640)
+
+
+def listening_port(folder: Path) -> int:
+    """The port the broker generated into ``folder`` listens on (its ``lanewatch.conf``)."""
+    config = folder / "lanewatch.conf"
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        raise BrokerConfigError(
+            f"no broker configuration in {folder}: give the folder `lanewatch site broker-config` wrote"
+        ) from None
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "listener":
+            return int(words[1])
+    raise BrokerConfigError(f"{config} has no listener line: generate it again with `lanewatch site broker-config`")
+
+
+def rotate(folder: Path, user: str) -> None:
+    """A new password and client certificate for ``user``; the old ones stop working once the broker
+    rereads its password file (``systemctl reload mosquitto``, or SIGHUP)."""
+    users = [line.split()[1] for line in (folder / "acl").read_text().splitlines() if line.startswith("user ")]
+    if user not in users:
+        raise BrokerConfigError(f"no broker user {user!r} in {folder}; add it to the inventory and run broker-config")
+    (folder / "secrets" / f"{user}.password").unlink(missing_ok=True)
+    _write_passwords(folder, users)
+    CertificateAuthority(folder / "tls").issue(user, folder / "tls" / "clients")
+    _share_with_broker([folder / "passwords"])

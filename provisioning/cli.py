@@ -67,7 +67,7 @@ def site_show(file: Path, as_json: bool) -> None:
 @click.option("--model", "model_path", help="TFLite model path on the device")
 @click.option("--state-dir", help="where the device keeps its outbox and totals [default: /var/lib/lanewatch]")
 @click.option("--broker-host", default="127.0.0.1", show_default=True)
-@click.option("--broker-port", type=int, default=1883, show_default=True)
+@click.option("--broker-port", type=int, default=8883, show_default=True, help="the port broker-config listens on")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
 def site_device_config(
     file: Path, device_id: str, source: Optional[str], model_path: Optional[str], state_dir: Optional[str],
@@ -97,6 +97,106 @@ def site_device_config(
     else:
         out.write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}", err=True)
+
+
+@site.command("device-bundle")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("broker_folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("device_id")
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the detector (.tflite) the device runs; required for a camera",
+)
+@click.option("--model-licence", help="the model's licence, when the model does not say it (e.g. Apache-2.0)")
+@click.option("--source", help="frame source [default: picamera2 for cameras, serial:/dev/ttyAMA0 for counters]")
+@click.option("--sign-port", help="the sign's serial port on the device [default: /dev/ttyUSB0]")
+@click.option(
+    "--broker-host",
+    help="the broker's name or address as devices reach it [default: the first --tls-host of broker-config]",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="put these wheels in the bundle (`lanewatch site wheelhouse`): the device installs offline",
+)
+@click.option("--rotate", is_flag=True, help="give the device a new password and certificate first")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bundles"),
+    show_default=True,
+    help="the bundle goes into OUT/DEVICE_ID/",
+)
+def site_device_bundle(
+    file: Path, broker_folder: Path, device_id: str, model: Optional[Path], model_licence: Optional[str],
+    source: Optional[str], sign_port: Optional[str], broker_host: Optional[str], wheelhouse: Optional[Path],
+    rotate: bool, out: Path,
+) -> None:  # fmt: skip
+    """Make DEVICE_ID's bundle: all it needs to count, from the inventory FILE and BROKER_FOLDER
+    (the folder `site broker-config` wrote).
+
+    Its configuration with the broker's address, port, username and TLS filled in, its password,
+    key and certificate, the CA, the model and its licence, the systemd unit, LaneWatch's wheel (and
+    with --wheelhouse every wheel it needs) and an `install` script. Copy the folder to the device and
+    run `sudo ./DEVICE_ID/install`, then `sudo systemctl enable --now lanewatch-agent`. A replacement
+    device takes the same bundle. With --rotate, reload the broker afterwards (it rereads its passwords).
+    """
+    from provisioning.brokerconfig import BrokerConfigError
+    from provisioning.bundle import BundleError, make_bundle
+
+    loaded = _load_or_exit(file)
+    try:
+        bundle = make_bundle(loaded, broker_folder, device_id, out, model=model, model_licence=model_licence,
+                             source=source, sign_port=sign_port, broker_host=broker_host, wheelhouse=wheelhouse,
+                             rotate_secret=rotate)  # fmt: skip
+    except (BundleError, BrokerConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {bundle.folder}/ (mode 0700: it holds {device_id}'s password and key)")
+    click.echo(f"  broker {bundle.broker} with TLS as {device_id}; {bundle.wheels} wheel(s)"
+               + ("" if bundle.wheels > 1 else ": the device needs a package index for the rest"))  # fmt: skip
+    if bundle.model is not None:
+        click.echo(f"  model {bundle.model.line()}")
+    if rotate:
+        click.echo("  new password and certificate: reload the broker now (sudo systemctl reload mosquitto)")
+    click.echo(f"next, on the device: sudo ./{device_id}/install && sudo systemctl enable --now lanewatch-agent")
+
+
+@site.command("wheelhouse")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="MACHINE:PYTHON",
+    help="a device kind, e.g. aarch64:3.11 (Raspberry Pi OS 12), aarch64:3.9 (Debian 11); repeat "
+    "[default: aarch64 and x86_64, Python 3.9 and 3.11]",
+)
+@click.option(
+    "--extra",
+    type=click.Choice(["edge", "edge-tflite"]),
+    default="edge",
+    show_default=True,
+    help="edge-tflite: the legacy interpreter, for devices LiteRT has no wheel for",
+)
+def site_wheelhouse(out: Path, targets: tuple[str, ...], extra: str) -> None:
+    """Fetch every wheel a counting device needs into OUT, once, on a machine with a package index;
+    bundles made with `--wheelhouse OUT` then install with no network.
+
+    Wheels for devices with glibc 2.31 or newer: Debian 11/12, Raspberry Pi OS 11/12, Ubuntu 20.04+,
+    JetPack 5/6. Devices pick what fits them from the same folder.
+    """
+    from provisioning.bundle import BundleError
+    from provisioning.wheelhouse import DEFAULT_TARGETS, Target, build_wheelhouse
+
+    try:
+        kinds = [Target.parse(text) for text in targets or DEFAULT_TARGETS]
+        wheels = build_wheelhouse(out, kinds, extra=extra, say=lambda text: click.echo(text, err=True))
+    except (ValueError, BundleError) as exc:
+        raise click.ClickException(str(exc)) from None
+    size = sum(wheel.stat().st_size for wheel in wheels) / 1e6
+    click.echo(f"wrote {out}/: {len(wheels)} wheels, {size:.0f} MB, for {', '.join(map(str, kinds))}")
 
 
 @site.command("broker-config")

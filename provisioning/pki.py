@@ -102,3 +102,13 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
+
+
+def server_names(cert: Path) -> list[str]:
+    """The names and addresses a server certificate is valid for, in the order they were given."""
+    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+    try:
+        names = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in names]

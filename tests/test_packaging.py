@@ -87,3 +87,17 @@ def test_the_wheel_counts_footage_with_agent_eval(installed: Path, shared_assets
     assert result.returncode == 0, result.stderr
     counted = json.loads(result.stdout)
     assert (counted["in"], counted["out"]) == (counted["gt"]["in"], counted["gt"]["out"])
+
+
+@pytest.mark.parametrize(
+    ("extras", "servers"),
+    [("edge", False), ("edge-tflite", False), ("alerts", False), ("edge,aggregator,control-room,replay,dev", True)],
+)
+def test_a_device_set_up_by_the_setup_script_gets_no_broker_and_no_database(extras: str, servers: bool) -> None:
+    """A device with Mosquitto and InfluxDB installed would run them at its next boot, open to its network."""
+
+    plan = subprocess.run([str(REPO / "scripts" / "setup"), "--plan"], capture_output=True, text=True, check=True,
+                          env={**os.environ, "LANEWATCH_EXTRAS": extras})  # fmt: skip
+    packages = set(plan.stdout.split())
+    assert "python3-venv" in packages
+    assert bool(packages & {"mosquitto", "influxdb", "gcc", "victoria-metrics"}) == servers, packages
