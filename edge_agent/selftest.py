@@ -6,6 +6,7 @@ used for the timed inference and never written anywhere.
 
 from __future__ import annotations
 
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -208,13 +209,19 @@ def _sign(config: AgentConfig) -> Check:
         return Check(
             "sign", "fail", str(exc), "check sign.port (ls /dev/ttyUSB* /dev/ttyAMA*) and permissions (dialout)"
         )
-    answered = link.ping()
+    try:
+        answered = link.ping()
+    except (serial.SerialException, OSError, termios.error) as exc:  # unplugged between open and ping
+        answered = False
+        why = f" ({exc})"
+    else:
+        why = ""
     link.close()
     if answered:
         return Check("sign", "pass", f"{sign.id} answered on {sign.port}")
     return Check(
         "sign",
         "fail",
-        f"{sign.id} did not answer on {sign.port}",
+        f"{sign.id} did not answer on {sign.port}{why}",
         "check the cable, the sign's power and sign.baudrate",
     )

@@ -16,9 +16,11 @@ frame again, up to ``retries`` times; a sign that never answers is ``failed`` in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
+import termios
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -213,6 +215,8 @@ class SimulatedSign:
         return encode("ACK", seq)
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout=2)
         os.close(self._master)
@@ -286,7 +290,14 @@ class SignDriver:
             notice = notice or self._unshown  # none newer: the one the sign did not take, again
             if notice is None or self._stop.is_set():
                 continue
-            self._unshown = None if self._put(notice) else notice
+            try:
+                shown = self._put(notice)
+            except Exception:  # whatever the port does, the sign's worker must outlive it
+                log.exception("sign %s: notice %s not shown; tried again every %g s", self.config.id, notice.id,
+                              self.REOPEN_S)  # fmt: skip
+                self._drop_link()
+                shown = False
+            self._unshown = None if shown else notice
 
     def _put(self, notice: contract.DiversionNotice) -> bool:
         """Show one notice; False when the sign did not take it (missing, unplugged, silent)."""
@@ -297,16 +308,27 @@ class SignDriver:
         zh = self.config.template_zh.format(**{**fields, "text": notice.text.zh})
         en = self.config.template_en.format(**{**fields, "text": notice.text.en})
         try:
-            return self.link.show(notice.level, zh, en)
+            if self.link.show(notice.level, zh, en):
+                return True
+            # No answer: the port is opened again for the next try, so that a sign plugged back in (a new
+            # device node under the same name) is reached, not the dead one.
+            self._drop_link()
+            return False
         except ProtocolError as exc:
             log.error("notice %s not shown: %s", notice.id, exc)
             return True  # the text itself is wrong: sending it again would not help
-        except (serial.SerialException, OSError) as exc:  # unplugged while running
+        except (serial.SerialException, OSError, termios.error) as exc:  # unplugged while running
             log.error("sign %s: %s failed (%s); tried again every %g s", self.config.id, self.config.port, exc,
                       self.REOPEN_S)  # fmt: skip
-            self.link.close()
-            self.link, self._complained = None, True
+            self._drop_link()
+            self._complained = True
             return False
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                self.link.close()
+        self.link = None
 
     def close(self) -> None:
         self._stop.set()

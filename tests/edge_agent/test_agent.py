@@ -167,6 +167,53 @@ def test_a_notice_for_the_entrance_reaches_its_sign(
     assert agent.returncode == 0
 
 
+def test_a_sign_unplugged_mid_run_never_stops_the_counting_and_shows_the_newest_notice_when_plugged_back(
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
+) -> None:
+    """The sign's USB cable pulled while the device counts, then plugged back in (udev's name for it is a
+    link to a pseudo-terminal here): windows keep arriving, the heartbeat says the sign failed, and the
+    notice sent meanwhile is on the sign once it is back."""
+    from edge_agent.sign import SimulatedSign
+    from tests.samples import samples
+
+    port = tmp_path / "ttyUSB0"
+    sign = SimulatedSign()
+    port.symlink_to(sign.port)
+    config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True)
+    settings = yaml.safe_load(config.read_text())
+    settings.update(loop=True, sign={"id": "sign-wenru-west", "port": str(port), "timeout_s": 0.3, "retries": 1})
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True))
+    aggregator = connected(fresh_mosquitto, "aggregator", "test")
+    agent = start_agent(config)
+    notice = samples()["entrance_notice"]
+    topic = contract.topic_for(notice, entrance="wenru-west")
+    try:
+        assert wait_until(lambda: "online" in listener.availability, seconds=60)
+        aggregator.publish(topic, contract.encode(notice), qos=1).wait_for_publish(10)
+        assert wait_until(lambda: sign.displayed is not None)
+        sign.close()  # unplugged: the device node goes away
+        port.unlink()
+        second = notice.model_copy(update={"id": "e" * 32, "level": "yellow"})
+        aggregator.publish(topic, contract.encode(second), qos=1).wait_for_publish(10)
+        assert wait_until(lambda: listener.heartbeats[-1]["sign"] == "failed", seconds=30)
+        unplugged = len(listener.windows())
+        assert wait_until(lambda: len(listener.windows()) >= unplugged + 3, seconds=30)  # counting goes on
+        assert agent.poll() is None
+        sign = SimulatedSign()  # plugged back in
+        port.symlink_to(sign.port)
+        assert wait_until(lambda: sign.displayed is not None, seconds=30)
+        assert sign.displayed is not None
+        assert sign.displayed[0] == "Y"  # the notice sent while it was away, not the old one
+        assert wait_until(lambda: listener.heartbeats[-1]["sign"] == "ok", seconds=30)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        sign.close()
+        aggregator.disconnect()
+        aggregator.loop_stop()
+    assert agent.returncode == 0
+
+
 def test_systemd_hears_ready_and_the_watchdog(
     fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
