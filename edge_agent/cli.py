@@ -37,6 +37,9 @@ def _interpreter_owns_the_cores() -> None:
     cv2.setNumThreads(1)
 
 
+#: Frames the calibration picture tracks people over: about a second on a Pi's camera.
+CALIBRATION_FRAMES = 25
+
 config_option = click.option(
     "--config",
     "config_path",
@@ -170,28 +173,29 @@ def install_command(bundle: Path, venv: Optional[Path], root: Path, user: str, n
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for a frame")
 def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
-    """Draw the counting lines, their 'in' direction, the ROI and the people detected now on one frame.
+    """Draw the counting lines, their names and the zone 'in' leads into, the ROI, and the people tracked
+    over the last second or two (one box and path each), on what the camera sees now.
 
     For checking where the camera looks before leaving the entrance. The picture is written to
     OUT on this device only; nothing is sent.
     """
     from edge_agent.calibrate import calibration_image, write_png
     from edge_agent.detector import ModelError
-    from edge_agent.selftest import first_frame
+    from edge_agent.selftest import some_frames
 
     config = _load_config_or_exit(config_path)
-    check, frame = first_frame(config, timeout)
-    if frame is None:
+    check, frames = some_frames(config, timeout, CALIBRATION_FRAMES)
+    if not frames:
         raise click.ClickException(f"{check.detail} ({check.hint})")
     try:
-        picture, people = calibration_image(config, frame)
+        picture, people = calibration_image(config, frames)
     except (ModelError, ValueError) as exc:  # a model missing or not a detector: one line, as `run` says it
         raise click.ClickException(str(exc)) from None
     try:
         write_png(picture, out)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {out}: {len(config.lines)} counting line(s), {people} people detected")
+    click.echo(f"wrote {out}: {len(config.lines)} counting line(s), {people} people tracked over {len(frames)} frames")
 
 
 @agent.command("eval")

@@ -60,6 +60,7 @@ class AgentConfig(_Section):
     site: Id
     device: Id
     entrance: Id = Field(description="the entrance this device counts; its notices go to the sign")
+    into: Optional[Id] = Field(default=None, description="the zone `in` leads into (named on the calibration picture)")
     source: str = Field(description="camera:N, picamera2, rtsp://..., http(s)://..., gst:..., a video file or folder")
     realtime: bool = Field(default=True, description="replay files at their own frame rate")
     loop: bool = Field(default=False, description="replay files over and over (demonstrations, soak tests)")
@@ -121,6 +122,7 @@ def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig
         "state_dir": "/var/lib/lanewatch",
     }
     sign = {"id": signs[0].id, "port": "/dev/ttyUSB0"} if signs else None
+    entrance = next(e for e in site.entrances if e.id == device.entrance)
     return AgentConfig.model_validate(
         {
             **defaults,
@@ -128,6 +130,7 @@ def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig
             "site": site.site.id,
             "device": device.id,
             "entrance": device.entrance,
+            "into": entrance.zone,
             "lines": [line.model_dump() for line in device.lines],
             **({"sign": sign} if sign else {}),
         }

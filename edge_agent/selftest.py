@@ -49,28 +49,38 @@ def run_checks(config: AgentConfig, timeout: float = 10.0) -> Iterator[Check]:
 
 def first_frame(config: AgentConfig, timeout: float) -> tuple[Check, Optional[np.ndarray]]:
     """One frame from the configured source, and the check saying how that went."""
+    check, frames = some_frames(config, timeout, 1)
+    return check, frames[0] if frames else None
+
+
+def some_frames(config: AgentConfig, timeout: float, count: int) -> tuple[Check, list[np.ndarray]]:
+    """Up to ``count`` consecutive frames from the configured source within ``timeout`` (at least one),
+    and the check saying how that went."""
     from edge_agent.sources import SourceError, open_source
 
     hint = "check the cable or the stream URL and the source setting; `v4l2-ctl --list-devices` lists cameras"
     try:
         source = open_source(config.source, realtime=False, backoff=(0.5, 2.0))
     except SourceError as exc:
-        return Check("camera", "fail", str(exc), hint), None
+        return Check("camera", "fail", str(exc), hint), []
     frames: list[np.ndarray] = []
+    done = threading.Event()
 
-    def take_one() -> None:
-        frame = next(iter(source), None)
-        if frame is not None:
+    def take() -> None:
+        for frame in source:
             frames.append(frame.image)
+            if len(frames) >= count or done.is_set():
+                break
 
-    reader = threading.Thread(target=take_one, daemon=True)
+    reader = threading.Thread(target=take, daemon=True)
     reader.start()
     reader.join(timeout)
+    done.set()
     source.close()
     if not frames:
-        return Check("camera", "fail", f"no frame from {config.source} within {timeout:.0f} s", hint), None
+        return Check("camera", "fail", f"no frame from {config.source} within {timeout:.0f} s", hint), []
     height, width = frames[0].shape[:2]
-    return Check("camera", "pass", f"{width}x{height} frame from {config.source}"), frames[0]
+    return Check("camera", "pass", f"{width}x{height} frame from {config.source}"), list(frames[:count])
 
 
 def _counter(port: str, timeout: float) -> Check:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,8 +91,20 @@ def test_calibrate_draws_lines_directions_and_people(shared_assets: Path, tmp_pa
     result = subprocess.run([LANEWATCH, "agent", "calibrate", "--config", str(config), "--out", str(out)],
                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"wrote {out}: 1 counting line(s),")
+    said = re.match(rf"wrote {out}: 1 counting line\(s\), (\d+) people tracked over (\d+) frames", result.stdout)
+    assert said is not None, result.stdout
+    # one box per person tracked, not the detector's overlapping boxes: as many as the ground truth
+    # has people in the last frame (within one: a person at the picture's edge)
+    frames = int(said[2])
+    truth = sum(1 for row in (shared_assets / "videos" / "TUD-Campus" / "gt" / "gt.txt").read_text().splitlines()
+                if row.split(",")[0] == str(frames))  # fmt: skip
+    assert abs(int(said[1]) - truth) <= 1
     picture = cv2.imread(str(out))
+    # the header (device, entrance, model, time) sits on a dark plate at the top, readable on any scene
+    header = picture[4:16, 40:200].astype(int)
+    assert np.all(header.max(axis=2) - header.min(axis=2) < 12)  # white on dark grey: none of the scene
+    assert np.mean(header.max(axis=2) < 60) > 0.3
+    assert np.mean(header.max(axis=2) > 150) > 0.1
     assert picture.shape == (480, 640, 3)
     # the counting line (x = 320) is drawn in its colour, top to bottom
     column = picture[:, 319:322].reshape(-1, 3)

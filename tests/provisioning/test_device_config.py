@@ -22,6 +22,7 @@ def test_every_device_of_the_example_gets_a_loadable_config(device: str, tmp_pat
     config = load_agent_config(out)
     inventory = next(d for d in SITE.devices if d.id == device)
     assert (config.site, config.device, config.entrance) == (SITE.site.id, device, inventory.entrance)
+    assert config.into == next(e.zone for e in SITE.entrances if e.id == inventory.entrance)  # named on pictures
     assert config.lines == inventory.lines
     signs = [s.id for s in SITE.signs if s.device == device]
     assert ([config.sign.id] if config.sign else []) == signs
