@@ -109,12 +109,17 @@ class Publisher:
         self._stop.set()
         self._wake.set()
         self._sender.join(timeout)
-        if self._connected.is_set():
+        connected = self._connected.is_set()
+        if connected:
             self.client.publish(self.availability_topic, self._offline, qos=contract.QOS, retain=True).wait_for_publish(
                 timeout
             )
         self.client.disconnect()
-        self.client.loop_stop()
+        # paho's thread waits out a reconnect delay in steps of a second before it sees the stop: when the
+        # broker was never reached there is nothing to wait for, and `systemctl stop` should not wait either
+        stopping = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopping.start()
+        stopping.join(timeout if connected else 0.1)
 
     @property
     def connected(self) -> bool:

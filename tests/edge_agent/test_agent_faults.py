@@ -228,14 +228,16 @@ def test_a_full_disk_under_the_outbox_loses_a_bounded_counted_reported_number_of
 
 
 def test_an_agent_whose_camera_never_opens_stops_on_sigterm(
-    fresh_mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path
+    fresh_mosquitto: Mosquitto, listener: Listener, shared_assets: Path, tmp_path: Path
 ) -> None:
-    """A camera that is not there (no /dev/video7): the agent keeps trying it and says so in its
-    heartbeats, and `systemctl stop` (SIGTERM) still stops it, cleanly."""
+    """A camera that is not there at boot (no /dev/video7): the agent keeps trying it and says so in its
+    heartbeats, never exits on its own (no crash loop), and `systemctl stop` (SIGTERM) still stops it,
+    cleanly."""
     config = write_config(tmp_path, fresh_mosquitto, shared_assets, realtime=True, source="camera:7")
     agent = subprocess.Popen([LANEWATCH, "agent", "run", "--config", str(config)], stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)  # let it try the camera a few times
+        assert wait_until(lambda: any(h["camera"] != "ok" for h in listener.heartbeats), seconds=30)
+        assert all(h["camera"] != "ok" for h in listener.heartbeats)
         assert agent.poll() is None, "it keeps trying a missing camera"
         agent.send_signal(signal.SIGTERM)
         _out, err = agent.communicate(timeout=60)
