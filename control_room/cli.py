@@ -12,6 +12,7 @@ import click
 from lanewatch.cliopts import site_option
 
 if TYPE_CHECKING:
+    from control_room.forwarder import ForwarderConfig
     from lanewatch.mqttconfig import BrokerConfig
     from lanewatch.site.model import Site
 
@@ -118,6 +119,91 @@ def alerts_watch(site_file: Path, config_path: Optional[Path], zone: Optional[st
             click.echo(line.text, err=line.status)
     except KeyboardInterrupt:
         pass
+
+
+forwarder_config = click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="the forwarder's YAML: broker login, state_dir, channels (see firmware_config/forwarder.yaml)",
+)  # fmt: skip
+
+
+def _forwarder_config(config_path: Path) -> ForwarderConfig:
+    from control_room.forwarder import ForwarderConfig
+    from lanewatch.yamlconfig import load_model, or_exit
+
+    config = or_exit(lambda: load_model(config_path, ForwarderConfig))
+    folder = config_path.parent
+    channels = {
+        name: channel.model_copy(update={
+            field: folder / value for field in ("key_file", "secret_file")
+            if (value := getattr(channel, field)) is not None and not Path(value).is_absolute()
+        })
+        for name, channel in config.channels.items()
+    }  # fmt: skip
+    return config.model_copy(update={"broker": config.broker.beside(folder), "channels": channels})
+
+
+@alerts.command("forward")
+@site_option
+@forwarder_config
+def alerts_forward(site_file: Path, config_path: Path) -> None:
+    """Deliver every diversion notice to the phones of the people it is for, until stopped.
+
+    Each person's channels come from the inventory (`notify:` under people): WeChat Work and DingTalk
+    group robots, SMS through a gateway, any webhook. Notices wait in the broker while the forwarder is
+    down and in its store until delivered; nothing is sent twice; failed sends are retried with backoff;
+    a person not reached within `unreachable_after_s` is reported to the control room (retained on
+    people/<person>/reach) and in the log. Relative paths in the file are taken from its folder.
+    """
+    import logging
+    import signal
+
+    from control_room.forwarder import Forwarder, check_channels
+    from lanewatch.site import load_site
+    from lanewatch.yamlconfig import or_exit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    site = or_exit(lambda: load_site(site_file))
+    config = _forwarder_config(config_path)
+    problems = check_channels(site, config)
+    if problems:
+        for line in problems:
+            click.echo(f"{config_path}: {line}", err=True)
+        raise SystemExit(1)
+    service = Forwarder(site, config)
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    signal.signal(signal.SIGINT, lambda *_: service.stop())
+    reached = sum(1 for p in site.people if p.notify)
+    click.echo(f"forwarding notices to {reached} people on {len(config.channels)} channel(s); "
+               f"records in {config.state_dir / 'forwarder.db'}", err=True)  # fmt: skip
+    service.run()
+
+
+@alerts.command("deliveries")
+@forwarder_config
+@click.option("--person", help="only the deliveries to this person")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per delivery, newest first")
+def alerts_deliveries(config_path: Path, person: Optional[str], as_json: bool) -> None:
+    """What the forwarder sent, to whom, when, and what is still failing (from its records)."""
+    import json
+
+    from control_room.forwarder import DeliveryStore
+
+    config = _forwarder_config(config_path)
+    path = config.state_dir / "forwarder.db"
+    if not path.exists():
+        raise click.ClickException(f"no delivery records in {config.state_dir}: has `lanewatch alerts forward` run?")
+    store = DeliveryStore(path)
+    rows = [row for row in store.rows() if person is None or person in row["people"]]
+    store.close()
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+            continue
+        when = datetime.fromtimestamp(row["created"]).strftime("%m-%d %H:%M:%S")
+        to = ", ".join(row["people"]) + (f" ({row['address']})" if row["address"] else "")
+        error = f"  last error: {row['error']}" if row["error"] and row["state"] != "delivered" else ""
+        click.echo(f"{when} {row['notice'][:8]} {row['channel']:12} {row['state']:9} x{row['attempts']} {to}{error}")
 
 
 @click.group()

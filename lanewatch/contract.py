@@ -262,6 +262,23 @@ class AggregatorStatus(Message):
     database: Literal["ok", "unreachable", "refused"]
 
 
+class ReachState(Message):
+    """Whether the notices reach a person on their phone channels (retained per person, by the forwarder):
+    the control room sees who cannot be reached, and since when."""
+
+    person: Id
+    time: Timestamp
+    state: Literal["reached", "unreachable"] = Field(
+        description="unreachable: a notice for them is still not delivered on any of their channels after "
+        "the forwarder's unreachable_after_s"
+    )
+    since: Timestamp = Field(description="when this state began")
+    pending: int = Field(ge=0, le=MAX_TOTAL, description="notices for them not delivered yet")
+    delivered: int = Field(ge=0, le=MAX_TOTAL, description="deliveries to them since the forwarder's state began")
+    last_notice: Optional[Hex128] = None
+    error: str = Field(default="", max_length=MAX_TEXT, description="the last channel's error, when unreachable")
+
+
 class Headcount(Message):
     """People a grid officer or staff member counted in one of their third-level zones: an anchor for
     its occupancy (published by that person, under the ACL that scopes them to their grids)."""
@@ -307,6 +324,7 @@ KINDS: dict[str, Kind] = {
     "status": Kind(AggregatorStatus, TOPIC_ROOT + "/{site}/aggregator/{instance}/status", True),
     "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
     "headcount": Kind(Headcount, TOPIC_ROOT + "/{site}/headcounts/{zone}/{person}", False),
+    "reach": Kind(ReachState, TOPIC_ROOT + "/{site}/people/{person}/reach", True),
 }
 QOS = 1
 #: Heartbeats are published with this MQTT v5 Message Expiry Interval: stale health is never delivered,

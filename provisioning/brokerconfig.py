@@ -4,7 +4,8 @@ do what, and how much the broker holds for a consumer that is away.
 - **Logins.** One user per device, service and person, each with a password and a client certificate
   from the site's CA (TLS 1.2+, certificates required). An ACL gives each the least it needs: a device
   publishes only under ``devices/<its id>/`` and reads only its own entrance's notices; the aggregator
-  reads the devices and writes zone levels, notices, faults and its own status; grid officers and staff
+  reads the devices and writes zone levels, notices, faults and its own status; the forwarder reads the
+  zones' notices and writes whom they reach; grid officers and staff
   read the grids they are responsible for (and the grids inside them); technicians read device health,
   faults and dead letters; the control room reads everything.
 - **Identities bound.** LaneWatch's identity plugin (``mosquitto_identity.c``, built here) refuses a
@@ -46,6 +47,8 @@ from provisioning.binaries import MissingBinaryError, find_binary
 from provisioning.pki import CertificateAuthority
 
 AGGREGATOR = "aggregator"
+#: ``lanewatch alerts forward``: reads the notices, says whom they reach.
+FORWARDER = "forwarder"
 PLUGIN_SOURCE = Path(__file__).with_name("mosquitto_identity.c")
 PLUGIN = "lanewatch_identity.so"
 #: Measured with ``bench/broker_queue.py``: a queued count window or heartbeat (about 340 bytes of
@@ -123,7 +126,7 @@ class BrokerFiles:
     def login(self, user: str, host: Optional[str] = None) -> BrokerConfig:
         """The ``broker:`` section of ``user``'s configuration (a device, a person, or the aggregator)."""
         if user not in self.users:
-            raise ValueError(f"no broker user {user!r}; the users are the site's devices, people and {AGGREGATOR}")
+            raise ValueError(f"no broker user {user!r}; the users are the site's devices, people, {AGGREGATOR} and {FORWARDER}")
         ca, cert, key = self.tls(user)
         listening = self.host if self.host not in ("0.0.0.0", "::") else "localhost"
         return BrokerConfig(host=host or listening, port=self.port, username=user,
@@ -165,7 +168,11 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
             f"topic write {root}/faults/#",
             f"topic readwrite {root}/aggregator/#",
             f"topic read {root}/headcounts/#",
-        ]
+        ],
+        FORWARDER: [
+            f"topic read {root}/zones/+/notices",
+            f"topic write {root}/people/+/reach",
+        ],
     }
     for device in site.devices:
         rules[device.id] = [

@@ -119,4 +119,15 @@ def samples() -> dict[str, c.Message]:
         "headcount": c.Headcount(
             site=SITE, zone="wenru", person="officer-huang", count=480, time=NOW, note="counted from the arch"
         ),
+        "reach": c.ReachState(
+            site=SITE,
+            person="officer-wu",
+            time=NOW,
+            state="unreachable",
+            since=NOW - timedelta(minutes=3),
+            pending=2,
+            delivered=14,
+            last_notice=uuid.UUID(int=42).hex,
+            error="sms: HTTP 503 from the gateway",
+        ),
     }

@@ -65,12 +65,25 @@ class SiteInfo(_Item):
         return value
 
 
+class Reach(_Item):
+    """One way to reach a person's phone: a channel of the forwarder's configuration (`lanewatch alerts
+    forward`), and their address there. Secrets (robot keys, gateway tokens) live in the forwarder's files."""
+
+    channel: Id
+    to: Optional[str] = Field(
+        default=None,
+        pattern=r"^\+?[0-9][0-9 -]{4,31}$",
+        description="their mobile number: where an SMS goes, or whom a group robot's message mentions",
+    )
+
+
 class Person(_Item):
     """Someone who receives notices: a grid's officer or staff, a technician, the control room."""
 
     id: Id
     name: str = Field(min_length=1, max_length=100)
     role: Role
+    notify: list[Reach] = Field(default_factory=list, description="their phone channels: each notice for them goes out on every one")
 
 
 class Zone(_Item):

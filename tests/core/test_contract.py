@@ -29,6 +29,7 @@ SCHEMA_FILE = {
         "status": "aggregator-status",
         "deadletter": "dead-letter",
         "headcount": "headcount",
+        "reach": "reach-state",
     }.items()
 }
 

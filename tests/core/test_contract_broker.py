@@ -36,11 +36,13 @@ def _published(kind: str) -> tuple[str, c.Message, bool]:
 
 
 def _sender(broker: Mosquitto, kind: str) -> mqtt.Client:
-    """Who may publish this kind: the device named in it, the person who counted, or the aggregator."""
+    """Who may publish this kind: the device named in it, the person who counted, the forwarder (whom the
+    notices reach), or the aggregator."""
     message = samples()[kind]
     device = message.device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
     person = message.person if isinstance(message, c.Headcount) else None
-    return connected(broker, device or person or "aggregator", f"contract-{kind}")
+    forwarder = "forwarder" if isinstance(message, c.ReachState) else None
+    return connected(broker, device or person or forwarder or "aggregator", f"contract-{kind}")
 
 
 @pytest.fixture(autouse=True)
