@@ -130,9 +130,7 @@ class PhoneChannels:
 
         return Handler
 
-    def _check(
-        self, kind: str, query: dict[str, str], headers: Message, body: bytes
-    ) -> Optional[tuple[int, dict]]:
+    def _check(self, kind: str, query: dict[str, str], headers: Message, body: bytes) -> Optional[tuple[int, dict]]:
         """Refuse what the real endpoint would: a wrong key or token, a bad signature, a malformed body."""
         try:
             payload = json.loads(body)

@@ -126,7 +126,9 @@ class BrokerFiles:
     def login(self, user: str, host: Optional[str] = None) -> BrokerConfig:
         """The ``broker:`` section of ``user``'s configuration (a device, a person, or the aggregator)."""
         if user not in self.users:
-            raise ValueError(f"no broker user {user!r}; the users are the site's devices, people, {AGGREGATOR} and {FORWARDER}")
+            raise ValueError(
+                f"no broker user {user!r}; the users are the site's devices, people, {AGGREGATOR} and {FORWARDER}"
+            )
         ca, cert, key = self.tls(user)
         listening = self.host if self.host not in ("0.0.0.0", "::") else "localhost"
         return BrokerConfig(host=host or listening, port=self.port, username=user,

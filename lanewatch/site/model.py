@@ -83,7 +83,9 @@ class Person(_Item):
     id: Id
     name: str = Field(min_length=1, max_length=100)
     role: Role
-    notify: list[Reach] = Field(default_factory=list, description="their phone channels: each notice for them goes out on every one")
+    notify: list[Reach] = Field(
+        default_factory=list, description="their phone channels: each notice for them goes out on every one"
+    )
 
 
 class Zone(_Item):
