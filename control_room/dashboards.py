@@ -1,8 +1,10 @@
 """The control room's Grafana boards, generated from the site inventory (Grafana 10/11, InfluxQL).
 
 Four dashboards with stable uids, so provisioning and pushes update them in place:
-- *Overview*: every zone's level as a colour, occupancy against capacity, the district total,
-  recent level changes and early warnings, devices offline;
+- *Overview*: the site's plan (a Canvas panel from the inventory's ``plan``) with every zone coloured by
+  its level and its people now, each entrance with the people in over 5 minutes; every zone's level as a
+  colour, occupancy against capacity, the district total, recent level changes and early warnings,
+  devices offline;
 - *Zone*: one zone at a time (a variable listing the inventory's zones): in/out per entrance on its
   boundary, occupancy with its uncertainty band and uncorrected beside it against capacity, density,
   the level timeline, level changes as annotations;
@@ -52,10 +54,11 @@ def target(query: str, ref: str = "A", alias: str = "", table: bool = False) -> 
 
 def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int, **extra: Any) -> Panel:
     defaults: dict[str, Any] = extra.pop("defaults", {})
+    overrides: list[dict[str, Any]] = extra.pop("overrides", [])
     return {
         "type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
         "options": extra.pop("options", {}), **extra,
     }  # fmt: skip
 
@@ -73,6 +76,7 @@ ZH_TITLES = {
     "Level": "等级", "Frames per second": "帧率", "Inference time": "推理耗时", "CPU temperature": "处理器温度",
     "Outbox backlog (messages waiting on the device)": "设备待发消息", "Daily peak occupancy": "每日峰值人数",
     "Weekly peak occupancy": "每周峰值人数", "Minutes yellow": "黄色分钟数", "Minutes red": "红色分钟数",
+    "Site map: levels, people now, people in over 5 minutes": "景区地图：等级、当前人数、5分钟进入人次",
 }  # fmt: skip
 ZH_BOARDS = {"Overview": "总览", "Zone": "区域", "Devices": "设备", "Trends": "趋势"}
 
@@ -114,46 +118,132 @@ def dashboard(uid: str, title: str, panels: list[Panel], site: Site, **extra: An
     }  # fmt: skip
 
 
+#: The map's canvas, in Grafana's percentages of the panel.
+PLAN_TEXT = {"fixed": "#111111"}
+
+
+def site_map(site: Site, y: int) -> Panel:
+    """The site's plan (a Canvas panel): each zone's boxes coloured by its level, its name and people now;
+    each entrance a dot with the people who came in over the last 5 minutes. From the inventory's ``plan``."""
+    s = site.site.id
+    zones = [z for z in site.zones if z.plan]
+    gates = [e for e in site.entrances if e.plan is not None]
+    elements: list[dict[str, Any]] = []
+    for zone in zones:
+        for n, box in enumerate(zone.plan):
+            elements.append(_element(
+                "rectangle", f"{zone.id} {n}", box.x, box.y, box.w, box.h,
+                text={"fixed": f"{zone.name.zh} {zone.name.en}" if n == 0 else ""},
+                background={"color": {"field": _level_field(zone.id), "fixed": "#8e8e8e"}},
+            ))  # fmt: skip
+        first = zone.plan[0]
+        elements.append(_element(
+            "metric-value", f"{zone.id} people", first.x + first.w * 0.72, first.y, first.w * 0.28, first.h,
+            text={"field": _people_field(zone.id), "fixed": "", "mode": "field"},
+            background={"color": {"fixed": "transparent"}},
+        ))  # fmt: skip
+    for gate in gates:
+        assert gate.plan is not None
+        x, y_ = gate.plan
+        elements.append(_element(
+            "ellipse", gate.id, x - 0.012, y_ - 0.02, 0.024, 0.04,
+            text={"field": _flow_field(gate.id), "fixed": "", "mode": "field"},
+            background={"color": {"fixed": "#1f60c4"}},
+        ))  # fmt: skip
+    root = {"type": "frame", "name": "plan", "elements": elements,
+            "background": {"color": {"fixed": "#f4f1ea"},
+                           **({"image": {"fixed": site.site.plan_image, "mode": "fixed"}, "size": "contain"}
+                              if site.site.plan_image else {})},
+            "border": {"color": {"fixed": "transparent"}},
+            "constraint": {"horizontal": "left", "vertical": "top"},
+            "placement": {"left": 0, "top": 0, "width": 100, "height": 100}}  # fmt: skip
+    level = {z.id: {"matcher": {"id": "byName", "options": _level_field(z.id)},
+                    "properties": [{"id": "mappings", "value": LEVEL_MAPPINGS}, {"id": "color", "value": {
+                        "mode": "thresholds"}}]} for z in zones}  # fmt: skip
+    return panel(
+        "canvas", "Site map: levels, people now, people in over 5 minutes", [
+            target(f"SELECT last(\"rank\") FROM \"levels\" WHERE \"site\" = '{s}' GROUP BY \"zone\"",
+                   "A", alias="$tag_zone level"),
+            target(f"SELECT last(\"occupancy\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter "
+                   "GROUP BY \"zone\"", "B", alias="$tag_zone people"),
+            target(f"SELECT sum(\"in\") FROM \"counts\" WHERE \"site\" = '{s}' AND $timeFilter "
+                   "GROUP BY time(5m), \"entrance\" fill(0)", "C", alias="$tag_entrance in"),
+        ],
+        0, y, 24, 12, options={"inlineEditing": False, "showAdvancedTypes": True, "root": root},
+        defaults={"unit": "none", "thresholds": {"mode": "absolute", "steps": [{"color": "#8e8e8e", "value": None}]}},
+        overrides=list(level.values()),
+    )  # fmt: skip
+
+
+def _level_field(zone: str) -> str:
+    return f"{zone} level"
+
+
+def _people_field(zone: str) -> str:
+    return f"{zone} people"
+
+
+def _flow_field(entrance: str) -> str:
+    return f"{entrance} in"
+
+
+def _element(
+    kind: str, name: str, x: float, y: float, w: float, h: float, *, text: dict[str, Any], background: dict[str, Any]
+) -> dict[str, Any]:
+    """A canvas element placed in percentages of the panel, so that the plan scales with it."""
+    return {
+        "type": kind, "name": name,
+        "config": {"text": {"mode": "fixed", **text}, "color": PLAN_TEXT, "align": "center", "valign": "middle",
+                   "size": 12},
+        "background": background, "border": {"color": {"fixed": "#333333"}, "width": 1},
+        "constraint": {"horizontal": "scale", "vertical": "scale"},
+        "placement": {"left": round(100 * x, 2), "top": round(100 * y, 2), "width": round(100 * w, 2),
+                      "height": round(100 * h, 2)},
+    }  # fmt: skip
+
+
 def overview(site: Site) -> dict[str, Any]:
     s = site.site.id
     root = site.root.id
-    panels = [
+    top = 12 if any(z.plan for z in site.zones) else 0  # the map first: what the big screen shows
+    panels = [site_map(site, 0)] if top else []
+    panels += [
         panel("stat", "Zone levels", [target(
             f"SELECT last(\"rank\") FROM \"levels\" WHERE \"site\" = '{s}' GROUP BY \"zone\"", alias="$tag_zone")],
-            0, 0, 24, 4, defaults={"mappings": LEVEL_MAPPINGS, "color": {"mode": "thresholds"},
+            0, top, 24, 4, defaults={"mappings": LEVEL_MAPPINGS, "color": {"mode": "thresholds"},
                                    "thresholds": {"mode": "absolute", "steps": [{"color": "#8e8e8e", "value": None}]}},
             options={"colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
         panel("bargauge", "Occupancy against capacity", [target(
             f"SELECT last(\"share\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter GROUP BY \"zone\"",
             alias="$tag_zone")],
-            0, 4, 12, 9, defaults={"unit": "percentunit", "min": 0, "max": 1.2, "thresholds": SHARE_THRESHOLDS},
+            0, top + 4, 12, 9, defaults={"unit": "percentunit", "min": 0, "max": 1.2, "thresholds": SHARE_THRESHOLDS},
             options={"orientation": "horizontal", "displayMode": "basic",
                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
         panel("stat", f"景区总人数 District total ({site.root.name.zh} {site.root.name.en})", [target(
             f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"capacity\") AS \"capacity\" FROM \"zones\" "
             f"WHERE \"site\" = '{s}' AND \"zone\" = '{root}' AND $timeFilter")],
-            12, 4, 6, 4, defaults={"unit": "none"},
+            12, top + 4, 6, 4, defaults={"unit": "none"},
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
         panel("stat", "Devices offline", [target(
             "SELECT sum(\"offline\") FROM (SELECT 1 - last(\"online\") AS \"offline\" FROM \"availability\" "
             f"WHERE \"site\" = '{s}' GROUP BY \"device\")")],
-            18, 4, 6, 4, defaults={"unit": "none", "noValue": "0", "thresholds": {"mode": "absolute", "steps": [
+            18, top + 4, 6, 4, defaults={"unit": "none", "noValue": "0", "thresholds": {"mode": "absolute", "steps": [
                 {"color": "green", "value": None}, {"color": "red", "value": 1}]}},
             options={"colorMode": "background",
                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
         panel("timeseries", "Occupancy by zone", [target(
             f"SELECT last(\"occupancy\") FROM \"zones\" WHERE \"site\" = '{s}' AND $timeFilter "
             "GROUP BY time($__interval), \"zone\" fill(previous)", alias="$tag_zone")],
-            12, 8, 12, 5, defaults={"unit": "none"}),
+            12, top + 8, 12, 5, defaults={"unit": "none"}),
         panel("table", "Level changes", [target(
             "SELECT \"zone\", \"previous\", \"level\", \"reason\" FROM \"levels\" "
             f"WHERE \"site\" = '{s}' AND $timeFilter ORDER BY time DESC LIMIT 50", table=True)],
-            0, 13, 12, 9),
+            0, top + 13, 12, 9),
         panel("table", "Early warnings (predicted red)", [target(
             "SELECT \"zone\", \"predicted\", \"capacity\", \"reason\" FROM \"warnings\" "
             f"WHERE \"site\" = '{s}' AND $timeFilter ORDER BY time DESC LIMIT 50", table=True)],
-            12, 13, 12, 9),
+            12, top + 13, 12, 9),
     ]  # fmt: skip
     return dashboard("lanewatch-overview", f"LaneWatch · {site.site.name.en} · Overview", panels, site)
 

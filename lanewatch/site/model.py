@@ -25,6 +25,23 @@ Role = Literal["officer", "staff", "technician", "control_room"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class PlanBox(BaseModel):
+    """A rectangle on the site's plan, in fractions of the plan's width and height (0..1, y down)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: Fraction
+    y: Fraction
+    w: Fraction
+    h: Fraction
+
+    @model_validator(mode="after")
+    def _inside(self) -> PlanBox:
+        if self.w <= 0 or self.h <= 0 or self.x + self.w > 1.0001 or self.y + self.h > 1.0001:
+            raise ValueError("a plan box needs w, h > 0 and must stay inside the plan (x + w <= 1, y + h <= 1)")
+        return self
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +61,9 @@ class SiteInfo(_Item):
         default=None,
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
         description="local time (HH:MM) after which the area is empty; occupancies are reset to 0 then",
+    )
+    plan_image: Optional[str] = Field(
+        default=None, max_length=500, description="a picture of the site's plan for the map's background (a URL)"
     )
 
     @field_validator("closing_time", mode="before")
@@ -100,6 +120,9 @@ class Zone(_Item):
     )
     officer: Optional[Id] = None
     staff: list[Id] = Field(default_factory=list)
+    plan: list[PlanBox] = Field(
+        default_factory=list, description="where the zone lies on the site's plan: one box per lane or street"
+    )
 
 
 class Entrance(_Item):
@@ -112,6 +135,9 @@ class Entrance(_Item):
         default=None, description="the zone on the other side; omitted when it leads out of the scenic area"
     )
     width_m: Optional[float] = Field(default=None, gt=0)
+    plan: Optional[tuple[Fraction, Fraction]] = Field(
+        default=None, description="where the entrance is on the site's plan (x, y in fractions, y down)"
+    )
 
 
 class CountingLine(_Item):

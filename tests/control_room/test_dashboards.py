@@ -14,7 +14,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from aggregator.config import load_aggregator_config
-from control_room.dashboards import build, write, write_provisioning
+from control_room.dashboards import LEVEL_MAPPINGS, build, write, write_provisioning
 from lanewatch import EXAMPLE_AGGREGATOR
 from lanewatch.site import load_site
 from tests.conftest import EXAMPLE_SITE, REPO, ReplayedWeek, run_cli
@@ -22,7 +22,7 @@ from tests.conftest import EXAMPLE_SITE, REPO, ReplayedWeek, run_cli
 SITE = load_site(EXAMPLE_SITE)
 BOARDS = build(SITE)
 #: Grafana's core panel plugins that the boards use (all in Grafana 10 and 11).
-CORE_PANELS = {"stat", "bargauge", "timeseries", "table", "state-timeline"}
+CORE_PANELS = {"stat", "bargauge", "timeseries", "table", "state-timeline", "canvas"}
 
 
 def queries(board: dict[str, Any]) -> list[tuple[str, str]]:
@@ -162,3 +162,35 @@ def test_each_board_speaks_chinese_first_and_names_zones_and_gates(name: str) ->
             assert shown[zone.id] == f"{zone.name.zh} {zone.name.en}"
         for entrance in SITE.entrances:
             assert shown[entrance.id].startswith(entrance.name.zh)
+
+
+def test_the_overview_map_draws_every_zone_and_gate_of_the_plan_from_fields_a_replay_returns(
+    replayed_week: ReplayedWeek,
+) -> None:
+    """The site map: each zone's boxes coloured by its own level, its people now, each gate's people in over 5
+    minutes; every field the canvas names is one its queries return from what the aggregator stored."""
+    board = BOARDS["overview.json"]
+    (site_map,) = [p for p in board["panels"] if p["type"] == "canvas"]
+    assert site_map["gridPos"]["y"] == 0  # the first thing on the big screen
+    elements = site_map["options"]["root"]["elements"]
+    coloured = {e["name"].split()[0]: e["background"]["color"]["field"] for e in elements if e["type"] == "rectangle"}
+    planned = [z for z in SITE.zones if z.plan]
+    assert coloured == {z.id: f"{z.id} level" for z in planned}
+    assert sum(e["type"] == "rectangle" for e in elements) == sum(len(z.plan) for z in planned)
+    gates = {e["name"] for e in elements if e["type"] == "ellipse"}
+    assert gates == {e.id for e in SITE.entrances if e.plan is not None} == {e.id for e in SITE.entrances}
+    named = {e["background"]["color"].get("field") for e in elements} | {e["config"]["text"].get("field")
+                                                                          for e in elements}  # fmt: skip
+    named.discard(None)
+    returned = set()
+    for t in site_map["targets"]:
+        answer = requests.get(f"{replayed_week.influx.url}/query", timeout=60, params={
+            "db": replayed_week.database, "q": expand(t["query"], {})}).json()  # fmt: skip
+        for series in answer["results"][0].get("series", []):
+            tag = next(iter(series["tags"].values()))
+            returned.add(t["alias"].replace("$tag_zone", tag).replace("$tag_entrance", tag))
+    assert named <= returned, named - returned
+    levels = {o["matcher"]["options"]: o["properties"] for o in site_map["fieldConfig"]["overrides"]
+              if o["matcher"]["options"].endswith(" level")}  # fmt: skip
+    assert set(levels) == {f"{z.id} level" for z in planned}
+    assert all({"id": "mappings", "value": LEVEL_MAPPINGS} in props for props in levels.values())
