@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import time as dtime
 from pathlib import Path
 
@@ -205,16 +206,30 @@ def test_the_demo_command_shows_the_site_and_ctrl_c_stops_everything(
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
+    watcher: subprocess.Popen | None = None
     try:
         assert wait_until(lambda: any("where things are" in line for line in lines), seconds=180), demo.stderr
         started = _descendants(demo.pid)
         assert len(started) >= 5  # broker, database, the aggregator's store process, two agents
+        # the control room watches the notices with its own login while the demo stops
+        (login,) = (tmp_path / "demo").glob("**/logins/control-room/login.yaml")
+        watcher = subprocess.Popen([sys.executable, "-m", "console", "alerts", "watch", "--login", str(login)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(3)
     finally:
         demo.send_signal(stop)
         code = demo.wait(timeout=120)
+    assert watcher is not None
+    watcher.send_signal(signal.SIGINT)
+    watched, _said = watcher.communicate(timeout=30)
     reader.join(timeout=10)
     screen = "".join(lines)
-    assert code == 0, demo.stderr.read()  # type: ignore[union-attr]
+    errors = demo.stderr.read()  # type: ignore[union-attr]
+    assert code == 0, errors
+    assert "Traceback" not in errors
+    # stopping the demo is not a site losing its counters: no zone goes UNKNOWN on the receivers' screens
+    assert "LOST the broker" in _said  # it was connected until the demo's broker stopped
+    assert "UNKNOWN" not in watched, watched
     for what in ("区域 zones", "衣锦坊 yijin", "cam-nanhou-north-a", "cam-gong-east", "最新通知 latest notices",
                  "Dashboards", "lanewatch report", "Stopped everything the demo started"):  # fmt: skip
         assert what in screen, what
