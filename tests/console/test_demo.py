@@ -7,11 +7,13 @@ pipeline on the shared footage, signs on pseudo-terminals, the traffic devices' 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
 
@@ -177,6 +179,20 @@ def test_the_traffic_devices_deliver_the_day_whole_and_the_zones_match_the_truth
         assert traffic is not None
         # the day so far at once, then live: a few live minutes, then the devices stop between two minutes
         assert wait_until(lambda: traffic.minute >= traffic.start_minute + 5, seconds=120)
+        # live, a receiver's `alerts state --json` is what the demo's view shows (the stored occupancy), as of
+        # a moment within the last wall-clock minute
+        assert runner.broker is not None
+        login = runner.broker.files.folder / "logins" / "control-room" / "login.yaml"
+        said = subprocess.run([sys.executable, "-m", "console", "alerts", "state", "--login", str(login), "--json",
+                               "--wait", "20"], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        states = {row["zone"]: row["state"] for row in json.loads(said.stdout)}
+        assert all(states.values()), states
+        newest = max(datetime.fromisoformat(state["time"].replace("Z", "+00:00")) for state in states.values())
+        for zone, state in states.items():
+            kept = db.query(f"SELECT occupancy FROM zones WHERE zone = '{zone}' AND time = '{state['time']}'")
+            assert [row["occupancy"] for series in kept for row in rows(series)] == [state["occupancy"]], zone
+            lag = newest - datetime.fromisoformat(state["time"].replace("Z", "+00:00"))
+            assert lag.total_seconds() <= 60 * runner.speed, (zone, lag)  # a wall-clock minute of the replay
         traffic.stop()
         sent = sum(d.sim.seq for d in traffic.devices)
         assert wait_until(lambda: sum(r["n"] for r in stored().values()) >= sent, seconds=120)
