@@ -61,3 +61,21 @@ def test_the_command_starts_without_the_heavy_libraries() -> None:
     probe = "import sys, console.cli; print(sorted({'cv2', 'numpy', 'paho', 'pydantic'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in (REPO / "firmware_config" / "systemd").glob("*.service")))
+def test_every_systemd_unit_runs_a_command_and_options_that_exist(unit: str) -> None:
+    """A unit naming a command or an option that does not exist would fail at every boot."""
+    import configparser
+    import shlex
+
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(REPO / "firmware_config" / "systemd" / unit)
+    program, *args = shlex.split(parsed["Service"]["ExecStart"])
+    assert program.endswith("/bin/lanewatch")
+    options = [arg for arg in args if arg.startswith("--")]
+    command = args[: args.index(options[0])]
+    result = run_cli(*command, "--help")
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert option in result.output, (unit, option)
