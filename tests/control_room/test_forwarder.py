@@ -144,9 +144,9 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
     fresh_mosquitto: Mosquitto, phones: PhoneChannels, tmp_path: Path
 ) -> None:
     """The SMS gateway fails for two minutes, the forwarder is killed (-9) and started again meanwhile, a
-    notice is sent while it is down, and the robots are busy or slow at times: in the end every notice
-    reached every channel once, and the officer, whose SMS could not go, was reported unreachable, then
-    reached."""
+    notice is sent while it is down, a robot says it is busy, the webhook answers too late and then 429:
+    in the end every notice reached every channel once, and the officer, whose SMS could not go, was
+    reported unreachable, then reached."""
     site, config = site_with_phones(tmp_path), forwarder_config(tmp_path, fresh_mosquitto, phones)
     log = tmp_path / "forwarder.log"
     states: list[dict] = []
@@ -160,7 +160,7 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
         assert wait_until(lambda: "forwarding the notices" in log.read_text(), 30)
         publish(fresh_mosquitto, notice(1), notice(2))
         assert wait_until(lambda: len(phones.received("dingtalk")) == 2)
-        phones.mode.update(wecom="ok", webhook="ok")
+        phones.mode.update(wecom="ok", webhook="busy")  # now 429 with Retry-After
         process.send_signal(signal.SIGKILL)
         process.wait()
         publish(fresh_mosquitto, notice(3))  # kept by the broker for the forwarder's session
@@ -168,6 +168,7 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
         assert wait_until(lambda: any(s["person"] == OFFICER and s["state"] == "unreachable" for s in states), 60)
         officer = next(s for s in states if s["person"] == OFFICER and s["state"] == "unreachable")
         assert officer["error"].startswith("sms: HTTP 500")
+        phones.mode["webhook"] = "ok"
         assert wait_until(lambda: time.monotonic() - down_since >= 120, 130)
         phones.mode["sms"] = "ok"
         assert wait_until(lambda: len(phones.received("sms")) == 3, 60)
@@ -184,6 +185,9 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
     assert phones.attempts["webhook"] > 3 or phones.repeats["webhook"] > 0  # timed out, sent again, taken once
     for kind in ("wecom", "dingtalk"):
         assert len(phones.received(kind)) == 3, kind
+    said = log.read_text()
+    assert "webhook: HTTP 429" in said  # told to wait, and waited
+    assert "wecom: rate limited (errcode 45009)" in said
     latest = {s["person"]: s for s in states}
     assert latest[OFFICER]["state"] == "reached"
     assert latest[OFFICER]["pending"] == 0
