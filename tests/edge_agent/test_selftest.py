@@ -83,6 +83,32 @@ def test_each_failure_is_named_with_what_to_do(shared_assets: Path, tmp_path: Pa
     assert checks["camera"]["outcome"] == "pass"
 
 
+@pytest.mark.parametrize("login", ["none", "no TLS", "wrong password"])
+def test_a_device_not_set_up_for_the_sites_broker_is_told_what_is_missing(
+    mosquitto: Mosquitto, shared_assets: Path, tmp_path: Path, login: str
+) -> None:
+    """The site's broker speaks TLS only and wants a login: a device configured without them is told so,
+    not left guessing about certificates."""
+    sections = {
+        "none": {"port": mosquitto.port},
+        "no TLS": {"port": mosquitto.port, "username": "cam-wenru-west"},
+        "wrong password": mosquitto.section("cam-wenru-west", password_file=str(tmp_path / "wrong")),
+    }
+    (tmp_path / "wrong").write_text("not-the-password\n")
+    sign = SimulatedSign()
+    try:
+        result = _selftest(_config(tmp_path, shared_assets, sections[login], sign.port))
+    finally:
+        sign.close()
+    assert result.returncode == 1
+    assert f"FAIL broker: 127.0.0.1:{mosquitto.port}" in result.stdout
+    if login == "wrong password":
+        assert "refused: Bad user name or password" in result.stdout or "refused: Not authorized" in result.stdout
+        assert "-> check the username and password file for this device" in result.stdout
+    else:
+        assert "speaks TLS only: set broker.ca_file, cert_file, key_file, username and password_file" in result.stdout
+
+
 def test_calibrate_draws_lines_directions_and_people(shared_assets: Path, tmp_path: Path) -> None:
     import cv2
 
