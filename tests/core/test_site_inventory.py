@@ -200,8 +200,8 @@ CASES = {
         ],
     ),
     "unknown zone, with a hint": Broken(
-        "zone: alleys-south, width_m: 4.0}\n  - {id: gong-east",
-        "zone: alleys-soth, width_m: 4.0}\n  - {id: gong-east",
+        "zone: alleys-south, width_m: 4.0, plan: [0.94, 0.6025]}\n  - {id: gong-east",
+        "zone: alleys-soth, width_m: 4.0, plan: [0.94, 0.6025]}\n  - {id: gong-east",
         [("{id: anmin-east,", "entrances[8].zone: unknown zone 'alleys-soth' (did you mean 'alleys-south'?)")],
     ),
 }
