@@ -322,7 +322,53 @@ def _charts(report: Report, folder: Path, stem: str) -> list[Path]:
     ax.set_title(f"各出入口进出人次  Entrances, in and out, {_label(report)}")
     ax.legend()
     out.append(_save(fig, folder / f"{stem}-entrances.png"))
+    if any(z.plan for z in site.zones):
+        out.append(_plan_chart(report, folder / f"{stem}-map.png", plt))
     return out
+
+
+#: The worst level a zone reached in the period, as the map colours it.
+WORST = (("red", "#c00000", "到过红色 reached red"), ("yellow", "#e0b000", "到过黄色 reached yellow"),
+         ("green", "#3a9a3a", "一直绿色 green throughout"))  # fmt: skip
+
+
+def _plan_chart(report: Report, path: Path, plt: Any) -> Path:
+    """The site's plan (the inventory's ``plan``): each zone coloured by the worst level it reached, with its
+    peak; each gate a dot sized by the people who came in through it."""
+    from matplotlib.patches import Patch, Rectangle
+
+    site = report.site
+    fig, ax = plt.subplots(figsize=(11, 7))
+    for zone in (z for z in site.zones if z.plan):
+        hours = report.level_hours.get(zone.id, {})
+        worst = next((w for w in WORST[:2] if hours.get(w[0], 0) > 0), WORST[2])
+        for box in zone.plan:
+            ax.add_patch(Rectangle((box.x, box.y), box.w, box.h, facecolor=worst[1], edgecolor="#333333", lw=0.8,
+                                   alpha=0.85))  # fmt: skip
+        first = zone.plan[0]
+        peak = report.peaks.get(zone.id)
+        said = f"{zone.name.zh} {zone.name.en}" + (f"\n峰值 peak {peak[0]:,} / {zone.capacity:,}" if peak else "")
+        vertical = first.h > first.w
+        ax.text(first.x + first.w / 2, first.y + first.h / 2, said, ha="center", va="center", fontsize=7.5,
+                rotation=90 if vertical else 0, color="white")  # fmt: skip
+    flows = {e: v[0] for e, v in report.entrances.items()}
+    most = max(flows.values(), default=0) or 1
+    for gate in (e for e in site.entrances if e.plan is not None):
+        assert gate.plan is not None
+        x, y = gate.plan
+        people = flows.get(gate.id, 0)
+        ax.scatter([x], [y], s=30 + 400 * people / most, color="#1f60c4", edgecolor="white", zorder=3)
+        ax.annotate(f"{gate.name.zh} {people:,}", (x, y), textcoords="offset points", xytext=(0, -14), ha="center",
+                    fontsize=6.5, color="#1f3f7f", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)  # y down, as the plan
+    ax.set_aspect(0.62)
+    ax.axis("off")
+    ax.legend(handles=[Patch(color=c, label=word) for _l, c, word in WORST], loc="lower left", fontsize=8)
+    ax.set_title(f"景区地图：各区域最高等级与峰值，各出入口进入人次  The site's plan: worst level and peak per zone, "
+                 f"people in per gate, {_label(report)}", fontsize=10)  # fmt: skip
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -371,6 +417,8 @@ def _markdown(report: Report, files: list[str]) -> str:
             f"{count.get('yellow', 0)} | {count.get('red', 0)} | {report.warnings.get(zone.id, 0)} |"
         )
     lines += ["", f"![occupancy]({stem}-occupancy.png)", "", f"![levels]({stem}-levels.png)", ""]
+    if any(z.plan for z in site.zones):
+        lines += [f"![map]({stem}-map.png)", ""]
     lines += ["## Busiest entrances", "", "| entrance | in | out |", "|---|---|---|"]
     for entrance, (people_in, people_out) in sorted(report.entrances.items(), key=lambda kv: -kv[1][0])[:10]:
         lines.append(f"| {entrance} | {people_in:,} | {people_out:,} |")

@@ -41,7 +41,7 @@ def test_a_weekly_report_of_a_replayed_week_tells_the_true_numbers(replayed_week
     stem = f"sanfang-qixiang-week-{start:%Y-%m-%d}"
     out = tmp_path / "out"
     markdown = (out / f"{stem}.md").read_text()
-    for chart in ("occupancy", "hourly", "levels", "entrances"):
+    for chart in ("occupancy", "hourly", "levels", "entrances", "map"):
         png = out / f"{stem}-{chart}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
         assert f"]({png.name})" in markdown
@@ -120,5 +120,5 @@ def test_the_charts_speak_chinese_first_with_every_glyph_drawn(tmp_path: Path) -
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" fails the test
         written = reports.write(report, tmp_path)
     charts = [p for p in written if p.suffix == ".png"]
-    assert len(charts) == 4
+    assert len(charts) == 5  # occupancy, hourly, levels, entrances, and the site's plan
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in charts)
