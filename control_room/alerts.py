@@ -78,22 +78,55 @@ def level_word(level: str) -> str:
 
 def states(site: Site, broker: BrokerConfig, wait_s: float) -> dict[str, contract.LevelState]:
     """The retained level of every zone that has one (waits up to ``wait_s`` for all of them)."""
-    client, inbox = _messages(broker, [contract.subscription("level", site=site.site.id)])
+    return snapshot(site, broker, wait_s)[0]
+
+
+def snapshot(
+    site: Site, broker: BrokerConfig, wait_s: float
+) -> tuple[dict[str, contract.LevelState], list[contract.ForwarderStatus]]:
+    """Every zone's retained level, and the phone forwarders' retained status."""
+    topics = [contract.subscription("level", site=site.site.id), contract.subscription("forwarder", site=site.site.id)]
+    client, inbox = _messages(broker, topics)
     found: dict[str, contract.LevelState] = {}
+    forwarders: dict[str, contract.ForwarderStatus] = {}
     deadline = time.monotonic() + wait_s
     try:
-        while len(found) < len(site.zones) and time.monotonic() < deadline:
-            try:
-                message = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            complete = len(found) == len(site.zones)
+            try:  # once every zone is in, only what already arrived with it
+                message = inbox.get(timeout=0.2 if complete else max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            state = contract.decode("level", message.payload)
-            assert isinstance(state, contract.LevelState)
-            found[state.zone] = state
+            kind = contract.parse_topic(message.topic).kind
+            decoded = contract.decode(kind, message.payload)
+            if isinstance(decoded, contract.LevelState):
+                found[decoded.zone] = decoded
+            elif isinstance(decoded, contract.ForwarderStatus):
+                forwarders[decoded.instance] = decoded
     finally:
         client.disconnect()
         client.loop_stop()
-    return found
+    return found, list(forwarders.values())
+
+
+def phone_line(site: Site, forwarders: list[contract.ForwarderStatus]) -> Optional[str]:
+    """Whether notices reach phones now (the forwarder's own word), for sites whose people have phone channels."""
+    if not any(person.notify for person in site.people):
+        return None
+    running = [f for f in forwarders if f.state == "online"]
+    if not running:
+        said = "OFFLINE" if forwarders else "NOT RUNNING (no forwarder has reported)"
+        return click.style(f"手机通知 phones: forwarder {said}: no notice reaches a phone", fg="red", bold=True)
+    parts = []
+    for status in running:
+        text = f"{status.instance} online, {status.pending} waiting"
+        if status.failing:
+            text += f", failing: {', '.join(status.failing)}"
+        if status.unreachable:
+            text += f", UNREACHABLE: {', '.join(status.unreachable)}"
+        parts.append(text)
+    colour = "yellow" if any(s.failing or s.unreachable for s in running) else "green"
+    return click.style(f"手机通知 phones: {'; '.join(parts)}", fg=colour)
 
 
 def state_lines(site: Site, found: dict[str, contract.LevelState]) -> Iterator[str]:

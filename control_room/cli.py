@@ -62,15 +62,18 @@ def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float, as
     from the state the aggregator keeps on the broker (current to a few seconds)."""
     import json
 
-    from control_room.alerts import state_json, state_lines, states
+    from control_room.alerts import phone_line, snapshot, state_json, state_lines
 
     site, broker = _receiver(site_file, config_path)
-    found = states(site, broker, wait_s)
+    found, forwarders = snapshot(site, broker, wait_s)
     if as_json:
         click.echo(json.dumps(state_json(site, found), ensure_ascii=False, indent=1))
         return
     for line in state_lines(site, found):
         click.echo(line)
+    phones = phone_line(site, forwarders)
+    if phones is not None:
+        click.echo(phones)
 
 
 @alerts.command("headcount")

@@ -202,6 +202,15 @@ class DeliveryStore:
         names = ("notice", "channel", "address", "people", "created", "attempts", "state", "error", "done_at")
         return [{**dict(zip(names, row)), "people": json.loads(row[3])} for row in found]
 
+    def backlog(self) -> tuple[int, list[str]]:
+        """Deliveries not made yet, and the channels whose last try failed."""
+        with self.lock:
+            pending = self.db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
+            failing = [row[0] for row in self.db.execute(
+                "SELECT DISTINCT channel FROM deliveries WHERE state = 'pending' AND error != '' ORDER BY channel"
+            )]  # fmt: skip
+        return pending, failing
+
     def receipts(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT person, COUNT(*) FROM receipts GROUP BY person").fetchall())
@@ -240,7 +249,11 @@ class Forwarder:
         self.stop_event = threading.Event()
         self._wake = {name: threading.Event() for name in config.channels}
         self._reach: dict[str, tuple[str, float, float]] = {}  # person: (state, since, published at)
-        self.client = config.broker.client(config.instance, persistent=True, manual_ack=True)
+        status = contract.KINDS["forwarder"].template.format(site=site.site.id, instance=config.instance)
+        offline = contract.ForwarderStatus(site=site.site.id, instance=config.instance, state="offline")
+        self.client = config.broker.client(config.instance, persistent=True, manual_ack=True,
+                                           will=(status, contract.encode(offline), True))  # fmt: skip
+        self._status_at = 0.0
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.reached = threading.Event()  # the broker granted the subscription (tests, the log)
@@ -256,11 +269,18 @@ class Forwarder:
         try:
             while not self.stop_event.wait(1.0):
                 self._publish_reach()
+                if time.monotonic() - self._status_at >= STATE_REFRESH_S:
+                    self._publish_status()
         finally:
             for event in self._wake.values():
                 event.set()
             for worker in workers:
                 worker.join(timeout=self.config.channels[worker.name[len("channel-") :]].timeout_s + 1)
+            offline = contract.ForwarderStatus(site=self.site.site.id, instance=self.config.instance, state="offline",
+                                               time=_utc(time.time()))  # fmt: skip
+            if self.client.is_connected():
+                self.client.publish(contract.topic_for(offline), contract.encode(offline), qos=contract.QOS,
+                                    retain=True).wait_for_publish(5)  # fmt: skip
             self.client.disconnect()
             self.client.loop_stop()
             self.store.close()
@@ -277,6 +297,7 @@ class Forwarder:
         topic = contract.subscription("zone_notice", site=self.site.site.id)
         client.subscribe(topic, qos=contract.QOS)
         log.info("forwarding the notices of %s from %s", self.site.site.id, self.config.broker.where)
+        self._status_at = 0.0  # say `online` at once (the main loop does, within a second)
         self.reached.set()
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
@@ -326,6 +347,18 @@ class Forwarder:
             self._wake[name].clear()
         session.close()
 
+    def _publish_status(self) -> None:
+        if not self.client.is_connected():
+            return
+        pending, failing = self.store.backlog()
+        unreachable = sorted(person for person, (state, _since, _at) in self._reach.items() if state == "unreachable")
+        status = contract.ForwarderStatus(
+            site=self.site.site.id, instance=self.config.instance, state="online", time=_utc(time.time()),
+            pending=pending, failing=failing, unreachable=unreachable,
+        )  # fmt: skip
+        self.client.publish(contract.topic_for(status), contract.encode(status), qos=contract.QOS, retain=True)
+        self._status_at = time.monotonic()
+
     # --- who is reached --------------------------------------------------------------------------------
 
     def _publish_reach(self) -> None:
@@ -341,6 +374,8 @@ class Forwarder:
                 continue
             since = previous[1] if previous is not None and previous[0] == state else now
             error = left.error if late and left is not None else ""
+            if previous is None or previous[0] != state:
+                self._status_at = 0.0  # the forwarder's status names who is unreachable: say it now
             if previous is not None and previous[0] != state:
                 (log.error if late else log.info)("%s (%s) is %s%s", person.name, person.id, state,
                                                   f": {error}" if error else "")  # fmt: skip

@@ -279,6 +279,18 @@ class ReachState(Message):
     error: str = Field(default="", max_length=MAX_TEXT, description="the last channel's error, when unreachable")
 
 
+class ForwarderStatus(Message):
+    """The forwarder's own state, retained: ``online`` with its figures every minute, and ``offline`` from
+    its Last Will when it dies, so that nobody takes a silent phone for a calm site."""
+
+    instance: Id
+    state: Literal["online", "offline"]
+    time: Optional[Timestamp] = Field(default=None, description="when published (none in the Last Will)")
+    pending: int = Field(default=0, ge=0, le=MAX_TOTAL, description="deliveries not made yet")
+    failing: list[Id] = Field(default_factory=list, max_length=MAX_IDS, description="channels whose last send failed")
+    unreachable: list[Id] = Field(default_factory=list, max_length=MAX_IDS, description="people reported unreachable")
+
+
 class Headcount(Message):
     """People a grid officer or staff member counted in one of their third-level zones: an anchor for
     its occupancy (published by that person, under the ACL that scopes them to their grids)."""
@@ -325,6 +337,7 @@ KINDS: dict[str, Kind] = {
     "deadletter": Kind(DeadLetter, TOPIC_ROOT + "/{site}/aggregator/{instance}/deadletter", False),
     "headcount": Kind(Headcount, TOPIC_ROOT + "/{site}/headcounts/{zone}/{person}", False),
     "reach": Kind(ReachState, TOPIC_ROOT + "/{site}/people/{person}/reach", True),
+    "forwarder": Kind(ForwarderStatus, TOPIC_ROOT + "/{site}/forwarder/{instance}/status", True),
 }
 QOS = 1
 #: Heartbeats are published with this MQTT v5 Message Expiry Interval: stale health is never delivered,

@@ -174,6 +174,7 @@ def acl_rules(site: Site) -> dict[str, list[str]]:
         FORWARDER: [
             f"topic read {root}/zones/+/notices",
             f"topic write {root}/people/+/reach",
+            f"topic write {root}/forwarder/#",
         ],
     }
     for device in site.devices:

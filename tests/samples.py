@@ -130,4 +130,13 @@ def samples() -> dict[str, c.Message]:
             last_notice=uuid.UUID(int=42).hex,
             error="sms: HTTP 503 from the gateway",
         ),
+        "forwarder": c.ForwarderStatus(
+            site=SITE,
+            instance="forwarder",
+            state="online",
+            time=NOW,
+            pending=2,
+            failing=["sms"],
+            unreachable=["officer-wu"],
+        ),
     }

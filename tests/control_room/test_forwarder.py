@@ -89,6 +89,14 @@ def notice_ids(phones: PhoneChannels, kind: str) -> list[str]:
     return found
 
 
+def phone_state(site: Path, broker: Mosquitto) -> str:
+    """What `lanewatch alerts state` tells the control room about the phones."""
+    login = broker.files.folder / "logins" / "control-room" / "login.yaml"
+    result = run_cli("alerts", "state", "--site", str(site), "--login", str(login), "--wait", "3")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def publish(broker: Mosquitto, *notices: contract.DiversionNotice) -> None:
     aggregator = connected(broker, "aggregator", "test-notices")
     try:
@@ -109,10 +117,14 @@ def test_each_channel_gets_the_notice_once_in_its_own_format(
         publish(fresh_mosquitto, first, first)  # the second: a QoS 1 redelivery, or the aggregator again
         assert wait_until(lambda: all(phones.received(kind) for kind in ("wecom", "dingtalk", "sms", "webhook")))
         time.sleep(2)  # anything doubled would have arrived by now
+        # the control room sees that notices reach phones
+        assert wait_until(lambda: "手机通知 phones: forwarder online, 0 waiting" in phone_state(site, fresh_mosquitto))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert process.returncode == 0, (tmp_path / "forwarder.log").read_text()
+    # ... and that they do not once it has stopped
+    assert "forwarder OFFLINE: no notice reaches a phone" in phone_state(site, fresh_mosquitto)
     # WeChat Work: one message for the group the officer and the lane head share, mentioning the officer's
     # mobile, Chinese first
     (group,) = phones.received("wecom")
@@ -150,9 +162,12 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
     site, config = site_with_phones(tmp_path), forwarder_config(tmp_path, fresh_mosquitto, phones)
     log = tmp_path / "forwarder.log"
     states: list[dict] = []
+    statuses: list[dict] = []
+    kinds = ("reach", "forwarder")
     watcher = connected(fresh_mosquitto, "control-room", "reach",
-                        subscribe=[contract.subscription("reach", site="sanfang-qixiang")],
-                        on_message=lambda _c, _u, m: states.append(json.loads(m.payload)))  # fmt: skip
+                        subscribe=[contract.subscription(kind, site="sanfang-qixiang") for kind in kinds],
+                        on_message=lambda _c, _u, m: (statuses if "/forwarder/" in m.topic else states).append(
+                            json.loads(m.payload)))  # fmt: skip
     phones.mode.update(sms="fail", wecom="busy", webhook="slow")  # webhook: answers after its timeout
     down_since = time.monotonic()
     process = start(site, config, log)
@@ -163,6 +178,8 @@ def test_every_notice_reaches_each_person_once_across_a_kill_and_a_gateway_down_
         phones.mode.update(wecom="ok", webhook="busy")  # now 429 with Retry-After
         process.send_signal(signal.SIGKILL)
         process.wait()
+        # the control room learns at once that no phone gets anything now (the Last Will)
+        assert wait_until(lambda: statuses and statuses[-1]["state"] == "offline", 30), statuses
         publish(fresh_mosquitto, notice(3))  # kept by the broker for the forwarder's session
         process = start(site, config, log)
         assert wait_until(lambda: any(s["person"] == OFFICER and s["state"] == "unreachable" for s in states), 60)

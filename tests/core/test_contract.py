@@ -30,6 +30,7 @@ SCHEMA_FILE = {
         "deadletter": "dead-letter",
         "headcount": "headcount",
         "reach": "reach-state",
+        "forwarder": "forwarder-status",
     }.items()
 }
 

@@ -41,7 +41,7 @@ def _sender(broker: Mosquitto, kind: str) -> mqtt.Client:
     message = samples()[kind]
     device = message.device if kind in ("count", "heartbeat", "availability") else None  # type: ignore[attr-defined]
     person = message.person if isinstance(message, c.Headcount) else None
-    forwarder = "forwarder" if isinstance(message, c.ReachState) else None
+    forwarder = "forwarder" if isinstance(message, (c.ReachState, c.ForwarderStatus)) else None
     return connected(broker, device or person or forwarder or "aggregator", f"contract-{kind}")
 
 
