@@ -221,14 +221,18 @@ def _readme(site: Site, device: str, host: str, port: int, info: Optional[ModelI
         "reaches (pip), or make the bundle with --wheelhouse.\n"
     )
     return (
-        f"LaneWatch device bundle: {device} at entrance {entrance} of {site.site.name.zh} {site.site.name.en}\n"
+        f"LaneWatch 设备安装包 device bundle: {device}，出入口 entrance {entrance}，"
+        f"{site.site.name.zh} {site.site.name.en}\n"
         f"Broker: {host}:{port}, TLS, username {device}\n{model}{software}\n"
+        "本目录含设备密码与私钥：勿放共享盘，安装后删除。\n"
         "This folder holds the device's password and key: keep it off shared disks, delete it once installed.\n\n"
+        "在设备上（Raspberry Pi OS、Debian 11/12、Ubuntu、JetPack），复制本目录后执行：\n"
         "On the device (Raspberry Pi OS, Debian 11/12, Ubuntu, JetPack), with this folder copied to it:\n"
-        f"  sudo ./{device}/install                      # software, user, files, unit, then the self-test\n"
-        "  sudo systemctl enable --now lanewatch-agent   # counting starts, and after every boot\n\n"
-        "To look at what the camera sees and the counting lines:\n"
+        f"  sudo ./{device}/install                      # 软件、用户、文件、服务、自检\n"
+        "                                                #   software, user, files, unit, self-test\n"
+        "  sudo systemctl enable --now lanewatch-agent   # 开始计数并开机自启 counting starts, and after every boot\n\n"
+        "查看摄像头画面与计数线 To look at what the camera sees and the counting lines:\n"
         "  sudo -u lanewatch /opt/lanewatch/venv/bin/lanewatch agent calibrate --config /etc/lanewatch/device.yaml "
         "--out /tmp/view.png\n"
-        "A replacement device: the same two commands with this same bundle.\n"
+        "更换设备：用同一安装包执行上面两条命令。A replacement device: the same two commands with this same bundle.\n"
     )
