@@ -46,4 +46,6 @@ else
   say "installing LaneWatch from the bundle, its dependencies from the package index"
   "$venv/bin/python" -m pip install --quiet --find-links "$here/wheels" "${own[0]}[edge]"
 fi
+# this bundle's LaneWatch, even when the same version is already there (a rebuilt bundle)
+"$venv/bin/python" -m pip install --quiet --no-index --no-deps --force-reinstall "${own[0]}"
 exec "$venv/bin/lanewatch" agent install "$here" --venv "$venv" "$@"
