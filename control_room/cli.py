@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 @click.group()
 def alerts() -> None:
-    """Crowd levels and diversion notices, live.
+    """Crowd levels and diversion notices, live, and on phones.
 
     What grid staff and the control room see when a zone fills: every zone's current level, and the
-    notices as they are sent. Both read the broker only (retained levels, QoS 1 notices).
+    notices as they are sent. Both read the broker only (retained levels, QoS 1 notices). `forward`
+    delivers the notices to phones (WeChat Work, DingTalk, SMS, webhooks); `deliveries` shows what it sent.
     """
 
 
@@ -59,7 +60,8 @@ def _receiver(site_file: Path, config_path: Optional[Path]) -> tuple[Site, Broke
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per zone, in the inventory's order")
 def alerts_state(site_file: Path, config_path: Optional[Path], wait_s: float, as_json: bool) -> None:
     """Print every zone's level (and since when), its occupancy now with its uncertainty, and its coverage,
-    from the state the aggregator keeps on the broker (current to a few seconds)."""
+    from the state the aggregator keeps on the broker (current to a few seconds); then whether notices
+    reach phones (the forwarder's own status), when the site's people have phone channels."""
     import json
 
     from control_room.alerts import phone_line, snapshot, state_json, state_lines
