@@ -52,8 +52,11 @@ def test_state_prints_every_zone_with_its_retained_level(fresh_mosquitto: Mosqui
     client.loop_stop()
     result = run_cli("alerts", "state", "--config", str(receiver_config(tmp_path, fresh_mosquitto)), "--wait", "2")
     assert result.exit_code == 0, result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    *zones, phones = result.stdout.splitlines()[1:]
+    lines = {line.split()[0]: line for line in zones}
     assert set(lines) == {"sfqx", "west", "east", "yijin", "wenru", "guanglu", "nanhou", "alleys-north", "alleys-south"}
+    # the example site's people have phone channels, and no forwarder runs here: the control room is told
+    assert phones == "手机通知 phones: forwarder NOT RUNNING (no forwarder has reported): no notice reaches a phone"
     assert "RED" in lines["nanhou"]
     assert "5,612 / 5,500" in lines["nanhou"]
     assert "occupancy 102% of capacity" in lines["nanhou"]
