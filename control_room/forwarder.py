@@ -221,7 +221,9 @@ class DeliveryStore:
             rows = self.db.execute(
                 "SELECT notice, people, created, error FROM deliveries WHERE created >= ? ORDER BY created", (since,)
             ).fetchall()
-            reached = set(self.db.execute("SELECT notice, person FROM receipts").fetchall())
+            # a receipt comes after its delivery was created: only the window's, not the whole history
+            reached = set(self.db.execute("SELECT notice, person FROM receipts WHERE delivered_at >= ?",
+                                          (since,)).fetchall())  # fmt: skip
         found: dict[str, Waiting] = {}
         for notice, people, created, error in rows:
             for person in json.loads(people):
@@ -364,7 +366,7 @@ class Forwarder:
     def _publish_reach(self) -> None:
         now = time.time()
         waiting = self.store.waiting(now - 2 * self.config.give_up_after_s)
-        receipts = self.store.receipts()
+        receipts: Optional[dict[str, int]] = None  # counted over the whole history: only when publishing
         for person in (p for p in self.site.people if p.notify):
             left = waiting.get(person.id)
             late = left is not None and now - left.oldest > self.config.unreachable_after_s
@@ -374,6 +376,8 @@ class Forwarder:
                 continue
             since = previous[1] if previous is not None and previous[0] == state else now
             error = left.error if late and left is not None else ""
+            if receipts is None:
+                receipts = self.store.receipts()
             if previous is None or previous[0] != state:
                 self._status_at = 0.0  # the forwarder's status names who is unreachable: say it now
             if previous is not None and previous[0] != state:
