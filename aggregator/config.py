@@ -131,6 +131,19 @@ class DriftConfig(_Section):
     headcount_age_s: float = Field(
         default=900.0, gt=0, description="a headcount further from the zone's latest data than this is refused"
     )
+    views: bool = Field(default=True, description="anchor zones on the people the cameras' views see (in_view)")
+    view_share_sd: float = Field(
+        default=0.3, gt=0, le=2,
+        description="how far a view's real share may be from the inventory's (relative, before the data refines it)",
+    )  # fmt: skip
+    view_sd: float = Field(
+        default=0.1, gt=0, le=2, description="how far a view's share wanders within a day (relative standard deviation)"
+    )
+    view_trust: float = Field(
+        default=0.0, ge=0,
+        description="a view also learns its scale from the counts until this many times the zone's capacity "
+        "crossed since closing (0: from staff headcounts only)",
+    )  # fmt: skip
     band_share: float = Field(
         default=0.1, gt=0, le=1,
         description="a notice says its level rests on an uncertain estimate when the band is this share of capacity",

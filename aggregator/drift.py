@@ -44,6 +44,7 @@ from datetime import datetime
 from typing import Optional
 
 from aggregator.config import DriftConfig
+from aggregator.views import ViewAnchors
 from lanewatch.site.model import Site
 
 Key = tuple[str, str]  # device, line
@@ -263,6 +264,8 @@ class CountingFactors:
                 self.around.setdefault(device, set()).update(devices)
         self.usual: dict[str, deque[float]] = {d.id: deque(maxlen=HISTORY_DAYS) for d in site.devices}
         self.hourly = HourlyShares(self.around, config.flag_share)
+        self.views = ViewAnchors(site, config)
+        self.flagged: set[str] = set()  # devices last night flagged as counting off their usual share
         #: the day's staff headcounts as equations: (zone, its boundary lines' counts since closing then, count)
         self.headcounts: list[tuple[str, dict[Key, tuple[int, int]], int]] = []
         self.gated: set[str] = set()  # zones whose equation was left out last night as too far off
@@ -335,6 +338,8 @@ class CountingFactors:
         self.gated = gated
         for device, share in shares.items():  # odd days too: the median of a week outvotes them
             self.usual[device].append(share)
+        self.flagged = set(flagged)
+        self.views.close_day()
         flags += self._check_factors(flagged)
         factors = {
             key: (self.x[i], self.x[i + 1], self.p[i][i] ** 0.5, self.p[i + 1][i + 1] ** 0.5)
@@ -430,6 +435,8 @@ class CountingFactors:
                 "gated": sorted(self.gated),
                 "residuals": {zone: list(values) for zone, values in self.residuals.items()},
                 "hourly": self.hourly.state(),
+                "views": self.views.state(),
+                "flagged": sorted(self.flagged),
                 "headcounts": [
                     [zone, [[*key, *c] for key, c in counts.items()], n] for zone, counts, n in self.headcounts
                 ],
@@ -454,6 +461,8 @@ class CountingFactors:
                 self.residuals[zone].clear()
                 self.residuals[zone].extend(float(v) for v in values[-HISTORY_DAYS:])
         self.hourly.restore(state.get("hourly", {}))
+        self.views.restore(state.get("views", {}))
+        self.flagged = set(state.get("flagged", []))
         self.headcounts = [
             (zone, {(d, line): (int(i), int(o)) for d, line, i, o in counts}, int(n))
             for zone, counts, n in state.get("headcounts", [])

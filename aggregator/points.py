@@ -81,11 +81,19 @@ def zone(
     capacity: int,
     area_m2: Optional[float],
     when: datetime,
+    flow: Optional[tuple[int, int]] = None,
+    view: Optional[int] = None,
 ) -> str:
+    """A zone's occupancy; ``flow`` is the counted occupancy and its band before the views, ``view`` what the
+    views see."""
     fields = (
         f"occupancy={occupancy}i,raw={raw}i,uncorrected={uncorrected}i,band={band}i,crossed={crossed}i,"
         f"capacity={capacity}i,share={occupancy / capacity!r}"
     )
+    if flow is not None:
+        fields += f",flow={flow[0]}i,flow_band={flow[1]}i"
+    if view is not None:
+        fields += f",view={view}i"
     if area_m2:
         fields += f",density={occupancy / area_m2!r}"
     return f"zones,site={site},zone={zone_id},kind={kind} {fields} {ns(when)}"

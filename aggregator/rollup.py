@@ -43,6 +43,7 @@ from aggregator import points
 from aggregator.config import DriftConfig, ValidationConfig
 from aggregator.drift import CountingFactors, Key, Night, Rescale
 from aggregator.validation import FLOW_SLACK, InvalidMessageError, max_flow
+from aggregator.views import ViewEstimate
 from lanewatch import contract
 from lanewatch.site.model import Site
 
@@ -74,6 +75,8 @@ class ZoneState:
     uncorrected: Optional[int] = None  # the plain running sum of in - out, clamped and reset like occupancy
     band: int = 0  # how far off occupancy may be (one standard deviation, people)
     measured: bool = False  # the band's rate was measured by nights (not the default guess)
+    flow: Optional[int] = None  # the occupancy by the counting lines alone, before the views
+    view: Optional[int] = None  # what the cameras' views say (None without a fresh one)
 
 
 class RollUp:
@@ -100,6 +103,7 @@ class RollUp:
         self.baseline = {z.id: 0 for z in site.zones}
         drift = drift or DriftConfig()
         self._headcount_sd, self._headcount_age_s = drift.headcount_sd, drift.headcount_age_s
+        self._views = drift.enabled and drift.views
         self.factors = CountingFactors(site, drift)
         self._corrects = drift.enabled
         self.estimate = {z.id: 0.0 for z in site.zones}  # the occupancy in use: counts times factors
@@ -124,15 +128,51 @@ class RollUp:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def occupancy(self, zone_id: str) -> int:
-        """The occupancy in use: corrected by the learned factors (when enabled)."""
-        return round(self.estimate[zone_id])
+    def occupancy(self, zone_id: str, viewed: Optional[dict[str, tuple[float, float, ViewEstimate]]] = None) -> int:
+        """The occupancy in use: corrected by the learned factors (when enabled), moved toward what the
+        views of its third-level zones see (``viewed``: ``self.viewed()``, when already at hand)."""
+        viewed = self.viewed() if viewed is None else viewed
+        shift = sum(v[0] for leaf, v in viewed.items() if leaf == zone_id or self.site.contains(zone_id, leaf))
+        if shift < 0:  # views lower the estimate to 0 at most
+            shift = min(0.0, max(shift, -self.estimate[zone_id]))
+        return round(self.estimate[zone_id] + shift)
 
-    def band(self, zone_id: str) -> int:
-        """How far off the occupancy may be (one standard deviation): it grows with the people counted across
-        the zone's boundary since its last anchor (closing, a headcount), at the rate the nights measured."""
+    def band(self, zone_id: str, viewed: Optional[dict[str, tuple[float, float, ViewEstimate]]] = None) -> int:
+        """How far off the occupancy may be (one standard deviation): the counted occupancy's band, narrowed
+        where views see the zone."""
+        viewed = self.viewed() if viewed is None else viewed
+        return round(viewed[zone_id][1] ** 0.5) if zone_id in viewed else round(self._flow_var(zone_id) ** 0.5)
+
+    def _flow_var(self, zone_id: str) -> float:
+        """The counted occupancy's variance: it grows with the people counted across the zone's boundary
+        since its last anchor (closing, a headcount), at the rate the nights measured."""
         spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
-        return round((self.anchor_var[zone_id] + spread**2) ** 0.5)
+        return self.anchor_var[zone_id] + spread**2
+
+    def viewed(self) -> dict[str, tuple[float, float, ViewEstimate]]:
+        """Per third-level zone its views see: how far they move the counted occupancy, the variance left,
+        and what they see (``aggregator.views``). Only once nights have measured how far the counted
+        occupancy strays: before, its band is a guess and the views' scale unlearned."""
+        out: dict[str, tuple[float, float, ViewEstimate]] = {}
+        if not self._views:
+            return out
+        views, skip = self.factors.views, self._unviewed()
+        for zone_id in views.of_zone:
+            if not self.factors.measured(zone_id):
+                continue
+            seen = views.estimate(zone_id, self.zone_time[zone_id], skip)
+            if seen is None:
+                continue
+            flow_var, off = self._flow_var(zone_id), seen.occupancy - self.estimate[zone_id]
+            if flow_var < 4.0:  # sure to within a couple of people (exact counters, a fresh anchor): left alone
+                continue
+            gain = flow_var / (flow_var + seen.variance)
+            out[zone_id] = (gain * off, (1 - gain) * flow_var, seen)
+        return out
+
+    def _unviewed(self) -> set[str]:
+        """Devices whose views are not to be believed now: those counting far off their usual share."""
+        return self.factors.flagged | set(self.factors.hourly.scale)
 
     def uncorrected(self, zone_id: str) -> int:
         """The plain running sum of in - out since the last reset, never below 0."""
@@ -148,10 +188,11 @@ class RollUp:
         return float(sum(n for when, n in entering if when <= latest))
 
     def zones(self) -> list[ZoneState]:
-        out = []
+        out, viewed = [], self.viewed()
         for zone in self.site.zones:
-            occupancy = self.occupancy(zone.id)
+            occupancy = self.occupancy(zone.id, viewed)
             density = occupancy / zone.area_m2 if zone.area_m2 else None
+            view = viewed.get(zone.id)
             out.append(
                 ZoneState(
                     zone.id,
@@ -162,8 +203,10 @@ class RollUp:
                     self.zone_time[zone.id],
                     self.inflow_per_min(zone.id),
                     self.uncorrected(zone.id),
-                    self.band(zone.id),
+                    self.band(zone.id, viewed),
                     self.factors.measured(zone.id),
+                    round(self.estimate[zone.id]),
+                    round(view[2].occupancy) if view else None,
                 )
             )
         return out
@@ -196,6 +239,7 @@ class RollUp:
         people = scale * (factor_in * came - factor_out * went)
         if window.device in self._hours:
             self._hours[window.device][-1] += people
+        self._see(window)
         for zone_id, sign in self.effects[entrance_id]:
             entering = window.in_ if sign > 0 else window.out
             if entering:
@@ -209,6 +253,19 @@ class RollUp:
             if self.estimate[zone_id] < 0:
                 self._correct(zone_id, "clamp", -self.estimate[zone_id], window.window_end)
         return True
+
+    def _see(self, window: contract.CountWindow) -> None:
+        """The window's people in view; while the counted occupancy of the view's zone is sure, the view
+        learns its scale from it."""
+        views = self.factors.views
+        zone_id = views.zone_of.get(window.device)
+        if zone_id is None:
+            return
+        views.observe(window.device, window.window_end, window.in_view)
+        if self._corrects and self.factors.measured(zone_id) and window.device not in self._unviewed():
+            band, capacity = self._flow_var(zone_id) ** 0.5, self.site.zone(zone_id).capacity
+            crossed = self.crossed[zone_id]
+            views.learn(window.device, self.estimate[zone_id], band, crossed, window.window_end, capacity)
 
     def _rescale(self, verdicts: list[Rescale], when: datetime) -> None:
         """A new hour: each device's counts scaled as the hour's shares said, its last hours made up."""
@@ -305,7 +362,7 @@ class RollUp:
                 f"counted at {count.time:%Y-%m-%d %H:%M}Z, but {zone}'s data is at {latest:%Y-%m-%d %H:%M}Z: "
                 "a headcount anchors the zone only at the time of its data"
             )
-        estimate_var = self.band(zone) ** 2 + 1.0
+        estimate_var = self._flow_var(zone)
         count_var = (self._headcount_sd * count.count) ** 2 + 1.0
         gain = estimate_var / (estimate_var + count_var)
         delta = gain * (count.count - self.estimate[zone])
@@ -319,6 +376,7 @@ class RollUp:
                                                            when, by=count.person, observed=count.count))  # fmt: skip
         self.crossed[zone], self.anchor_var[zone] = 0, (1 - gain) * estimate_var
         self.factors.headcount(zone, self.day, count.count)  # tonight, it teaches the factors their scale
+        self.factors.views.headcount(zone, count.count, when)  # and the zone's views theirs, now
         return f"{zone}: counted {count.count} by {count.person}, estimate moved by {delta:+.0f} (weight {gain:.2f})"
 
     def take_nights(self) -> list[Night]:
@@ -340,23 +398,27 @@ class RollUp:
         """Line protocol for what changed since the last call: zones, lines and corrections."""
         out = self._corrections
         self._corrections = []
+        viewed = self.viewed() if self._dirty_zones else {}
         for zone in self.site.zones:
             if zone.id in self._dirty_zones:
                 when = self.zone_time[zone.id]
                 assert when is not None
+                view = viewed.get(zone.id)
                 out.append(
                     points.zone(
                         self.site_id,
                         zone.id,
                         zone.kind,
-                        self.occupancy(zone.id),
+                        self.occupancy(zone.id, viewed),
                         self.raw[zone.id],
                         self.uncorrected(zone.id),
-                        self.band(zone.id),
+                        self.band(zone.id, viewed),
                         self.crossed[zone.id],
                         zone.capacity,
                         zone.area_m2,
                         when,
+                        flow=(round(self.estimate[zone.id]), round(self._flow_var(zone.id) ** 0.5)),
+                        view=round(view[2].occupancy) if view else None,
                     )
                 )
         for key in sorted(self._dirty_lines):

@@ -152,13 +152,16 @@ class Store:
         occupancy: dict[str, tuple[int, Optional[int], datetime]] = {}
         bands: dict[str, tuple[int, int]] = {}
         for series in self.db.query(
-            f"SELECT occupancy, uncorrected, band, crossed FROM zones WHERE site = '{site}' GROUP BY zone "
-            "ORDER BY time DESC LIMIT 1"
+            f"SELECT occupancy, uncorrected, band, crossed, flow, flow_band FROM zones WHERE site = '{site}' "
+            "GROUP BY zone ORDER BY time DESC LIMIT 1"
         ):
             for row in rows(series):
                 when = points.EPOCH + timedelta(microseconds=row["time"] // 1000)
-                occupancy[series["tags"]["zone"]] = (row["occupancy"], row.get("uncorrected"), when)
-                bands[series["tags"]["zone"]] = (row.get("band") or 0, row.get("crossed") or 0)
+                # the counted occupancy (before the views) is the state; older points have only the one in use
+                counted = row["occupancy"] if row.get("flow") is None else row["flow"]
+                occupancy[series["tags"]["zone"]] = (counted, row.get("uncorrected"), when)
+                band = row.get("band") if row.get("flow_band") is None else row["flow_band"]
+                bands[series["tags"]["zone"]] = (band or 0, row.get("crossed") or 0)
         self.rollup.restore(lines, occupancy, day, bands)
         if lines:
             log.info("roll-up restored: %d counting lines, %d zones", len(lines), len(occupancy))

@@ -17,6 +17,12 @@ Where the numbers of the ``camera`` model come from, all measured by this projec
   an assumption, stated as one;
 - a dirty lens: half the crossings for one whole day, at one device chosen by the seed.
 ``commercial`` is a counter sold for the job (97 - 99 %, 1 % extra, little hiding), as vendors state.
+
+People in view (``in_view``, for devices with a ``view``) err too, by assumptions stated as such (not
+measured here): the camera detects people in view at its counting rate, fewer as the zone fills and half
+on the dirty lens's day; the share of the zone it sees is off from the inventory's by its own factor
+(``view_bias``, one standard deviation, log-normal: the technician's estimate), and wanders within a day
+(``view_wander``, with about an hour's memory: people gather in front of a shop, then move on).
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ class CounterErrors:
     false_rate: float  # counts of nobody, per person crossing
     hiding: float  # the counting rate falls by this share when the zone behind the device is full
     dirty_lens: bool  # one device counts half of what it should for one day
+    view_bias: float = 0.0  # how far a view's real share is from the inventory's (log-normal sd)
+    view_wander: float = 0.0  # how far it wanders within a day (log-normal sd, about an hour's memory)
 
 
 MODELS = {
     "exact": CounterErrors("exact", (1.0, 1.0), 0.0, 0.0, False),
-    "camera": CounterErrors("camera", (0.90, 0.98), 0.02, 0.08, True),
-    "commercial": CounterErrors("commercial", (0.97, 0.99), 0.01, 0.02, False),
+    "camera": CounterErrors("camera", (0.90, 0.98), 0.02, 0.08, True, 0.2, 0.1),
+    "commercial": CounterErrors("commercial", (0.97, 0.99), 0.01, 0.02, False, 0.2, 0.1),
 }
 
 
@@ -72,7 +80,8 @@ def miscount(
     )
     entrances = {e.id: e for e in site.entrances}
     zone_of = {d.id: entrances[d.entrance].zone for d in site.devices}
-    given, counted = [], {}
+    given, counted, views = [], {}, {}
+    seeing = np.random.default_rng([seed, 1])  # views draw apart: the same seed gives the same counts with or without
     for device in devices:
         low, high = errors.rate
         rates = rng.uniform(low, high, size=2)
@@ -88,8 +97,38 @@ def miscount(
         true = traffic.device_flows[device]
         counts = rng.binomial(true, np.clip(share, 0.0, 1.0)) + rng.poisson(true * errors.false_rate)
         counted[device] = counts.astype(np.int64)
+        if device in traffic.views:
+            views[device] = _in_view(site, traffic, device, errors, rates.mean(), dirty_day, seeing)
         given.append(DeviceErrors(device, round(float(rates[0]), 4), round(float(rates[1]), 4), dirty_day))
-    return replace(traffic, device_flows=counted, source=f"{traffic.source}, {errors.name} counters"), given
+    source = f"{traffic.source}, {errors.name} counters"
+    return replace(traffic, device_flows=counted, views=views, source=source), given
+
+
+def _in_view(
+    site: Site,
+    traffic: Traffic,
+    device: str,
+    errors: CounterErrors,
+    rate: float,
+    dirty_day: Optional[int],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The people a device sees in its view, minute by minute, as its camera would report them."""
+    view = next(d.view for d in site.devices if d.id == device)
+    assert view is not None
+    zone = site.zone(view.zone)
+    people = traffic.occupancy[view.zone].astype(np.int64)
+    fill = np.clip(people / zone.capacity, 0.0, 1.5)
+    memory = np.exp(-1 / 60)  # the wander's correlation from one minute to the next
+    steps = rng.normal(0.0, errors.view_wander * (1 - memory**2) ** 0.5, size=traffic.minutes)
+    wander = np.zeros(traffic.minutes)
+    for i in range(1, traffic.minutes):
+        wander[i] = memory * wander[i - 1] + steps[i]
+    share = view.share * np.exp(rng.normal(0.0, errors.view_bias) + wander)
+    seen = share * rate * (1.0 - errors.hiding * fill)
+    if dirty_day is not None:
+        seen[dirty_day * DAY : (dirty_day + 1) * DAY] *= 0.5
+    return rng.binomial(people, np.clip(seen, 0.0, 1.0)).astype(np.int64)
 
 
 def boundary_occupancy(site: Site, traffic: Traffic) -> dict[str, np.ndarray]:

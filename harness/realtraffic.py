@@ -20,7 +20,7 @@ exactly, and replays compare the aggregator's levels with it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 from zoneinfo import ZoneInfo
@@ -52,6 +52,8 @@ class Traffic:
     device_flows: dict[str, np.ndarray]  # device -> int array (minutes, 2)
     occupancy: dict[str, np.ndarray]  # zone (every level) -> int array: people inside at each minute's end
     source: str  # the real days replayed
+    #: device -> int array: people in its view (``Device.view``) at each minute's end
+    views: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def minutes(self) -> int:
@@ -229,12 +231,18 @@ def from_rates(
             share = left if n == len(at) - 1 else rng.binomial(left, 1.0 / (len(at) - n))
             device_flows[device] = share
             left = left - share
+    views = {  # whoever is in a view is where they happen to walk: a random share of the zone
+        d.id: rng.binomial(occupancy[d.view.zone].astype(np.int64), d.view.share)
+        for d in site.devices
+        if d.view is not None and d.id not in without
+    }
     return Traffic(
         start,
         {e: f.astype(np.int64) for e, f in flows.items()},
         device_flows,
         {z: o.astype(np.int64) for z, o in occupancy.items()},
         label,
+        views,
     )
 
 
@@ -261,8 +269,11 @@ def messages(
 def minute_windows(
     traffic: Traffic, device: SimulatedDevice, minute: int, end: datetime, window_s: float = 60.0
 ) -> Iterator[contract.CountWindow]:
-    """The device's windows for one minute of the traffic, ending at ``end``: its counts on its first line."""
+    """The device's windows for one minute of the traffic, ending at ``end``: its counts on its first line,
+    and the people in its view."""
     counts = traffic.device_flows[device.device][minute]
+    seen = traffic.views.get(device.device)
+    in_view = int(seen[minute]) if seen is not None else None
     for n, line in enumerate(device.lines):
         in_, out = (int(counts[0]), int(counts[1])) if n == 0 else (0, 0)
-        yield device.record(line, end, window_s, in_, out)
+        yield device.record(line, end, window_s, in_, out, in_view)

@@ -37,15 +37,19 @@ class SimulatedDevice:
         """A window with up to ``people`` crossings each way."""
         return self.record(line, end, window_s, self.rng.randint(0, people), self.rng.randint(0, people))
 
-    def record(self, line: str, end: datetime, window_s: float, in_: int, out: int) -> contract.CountWindow:
-        """The window that reports these crossings, with the line's totals and the next sequence number."""
+    def record(
+        self, line: str, end: datetime, window_s: float, in_: int, out: int, in_view: Optional[int] = None
+    ) -> contract.CountWindow:
+        """The window that reports these crossings, with the line's totals and the next sequence number
+        (and ``in_view`` people in view, a random handful when not given)."""
         total = self.totals.setdefault(line, [0, 0])
         total[0] += in_
         total[1] += out
         message = contract.CountWindow(
             site=self.site, device=self.device, line=line, boot_id=self.boot_id, seq=self.seq,
             window_start=end - timedelta(seconds=window_s), window_end=end, in_=in_, out=out,
-            total_in=total[0], total_out=total[1], in_view=self.rng.randint(0, 20),
+            total_in=total[0], total_out=total[1],
+            in_view=self.rng.randint(0, 20) if in_view is None else in_view,
             model="ssd_mobilenet_v1_coco_quant", agent_version="sim",
         )  # fmt: skip
         self.seq += 1

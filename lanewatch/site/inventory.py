@@ -302,6 +302,8 @@ def _check_devices_and_signs(site: dict[str, Any], refs: _Refs) -> Iterator[Prob
                     ("devices", index, "lines", j, "name"), f"duplicate line name '{line.name}' on this device"
                 )
             names.add(line.name)
+        if device.view is not None:
+            yield from _check_view(index, device, refs)
 
     for index, sign in enumerate(site["signs"]):
         message = refs.unknown("entrance", sign.entrance, refs.entrances)
@@ -318,3 +320,18 @@ def _check_devices_and_signs(site: dict[str, Any], refs: _Refs) -> Iterator[Prob
                 f"'{sign.device}' is at entrance '{device.entrance}', not '{sign.entrance}'; "
                 "a sign is driven by a device at its own entrance",
             )
+
+
+def _check_view(index: int, device: Device, refs: _Refs) -> Iterator[Problem]:
+    """A view is of a third-level zone (its people are what the zone's occupancy counts), seen by a camera."""
+    assert device.view is not None
+    loc = ("devices", index, "view", "zone")
+    message = refs.unknown("zone", device.view.zone, refs.zones)
+    zone = refs.zones.get(device.view.zone)
+    if message:
+        yield Problem(loc, message)
+    elif zone is not None and zone.kind != "grid3":
+        yield Problem(loc, f"'{device.view.zone}' is not a third-level grid; a view anchors a third-level grid")
+    if device.source != "camera":
+        message = "only a camera sees people in view: remove 'view', or set source: camera"
+        yield Problem(("devices", index, "view"), message)

@@ -158,12 +158,22 @@ class CountingLine(_Item):
         return self
 
 
+class View(_Item):
+    """What part of a third-level zone a camera sees: its ``in_view`` (people inside its region of interest)
+    is about ``share`` of the zone's people. The technician's estimate (the region's walkable area over the
+    zone's, from the calibration picture); the aggregator refines it from the data and staff headcounts."""
+
+    zone: Id
+    share: float = Field(gt=0, le=1, description="the share of the zone's people the region of interest holds")
+
+
 class Device(_Item):
     id: Id
     entrance: Id
     hardware: str = Field(min_length=1, max_length=80)
     source: Literal["camera", "serial_counter"] = "camera"
     lines: list[CountingLine] = Field(min_length=1)
+    view: Optional[View] = Field(default=None, description="the part of a zone the camera sees, an absolute anchor")
 
 
 class Sign(_Item):

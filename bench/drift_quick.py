@@ -1,0 +1,120 @@
+"""The drift correction alone, in seconds: the aggregator's roll-up and level engine fed in process.
+
+`bench/level_replay.py` judges the whole path (broker, aggregator, InfluxDB) and takes minutes a week.
+This drives the same ``RollUp`` and ``LevelEngine`` directly, minute by minute, with the same traffic,
+counter errors and headcounts, and the same judgement, so that many weeks, error models and seeds can
+be compared side by side in one run: the correction is judged on cases it was not tuned on. It leaves
+out what only the full path has (batching, restarts, the forecast), so its figures are close to, not
+equal to, `level_replay.py`'s.
+
+    .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
+        [--counters camera] [--error-seed 1 2 3] [--headcounts 120] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Optional
+
+import numpy as np
+
+from aggregator.config import DriftConfig, LevelsConfig
+from aggregator.levels import LevelEngine
+from aggregator.rollup import RollUp
+from harness import headcounts, levelreplay, miscount, realtraffic
+from harness.simulated import devices
+from lanewatch import EXAMPLE_SITE, contract
+from lanewatch.site import load_site
+from lanewatch.site.model import Site
+
+
+@dataclass(frozen=True)
+class _Actions:
+    divert_to: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Notice:
+    """What the judgement reads of a level-change notice."""
+
+    zone: str
+    level: str
+    previous_level: str
+    time: datetime
+    kind: str = "level_change"
+    occupancy: Optional[int] = None
+    actions: _Actions = field(default_factory=_Actions)
+
+
+def run(
+    site: Site,
+    counted: realtraffic.Traffic,
+    truth: realtraffic.Traffic,
+    drift: DriftConfig,
+    counts: dict[int, list[contract.Headcount]],
+    warmup: int,
+) -> levelreplay.Judgement:
+    """One replay in process, judged after ``warmup`` days."""
+    rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, LevelsConfig())
+    entrance = {d.id: d.entrance for d in site.devices}
+    fleet = devices(site)
+    occupancy = {z.id: np.zeros(counted.minutes) for z in site.zones}
+    notices: list[Any] = []
+    for minute in range(counted.minutes):
+        end = counted.minute_end(minute)
+        for device in fleet:
+            for window in realtraffic.minute_windows(counted, device, minute, end):
+                rollup.apply(window, entrance[device.device])
+        for headcount in counts.get(minute, []):
+            rollup.anchor(headcount)
+        rollup.take_points()
+        for state in rollup.zones():
+            occupancy[state.zone][minute] = state.occupancy
+            change = engine.update(state, 1.0, [], end)
+            if change is not None:
+                notices.append(_Notice(change.zone, change.level, change.previous, end))
+    return levelreplay.judge(site, truth, notices, LevelsConfig(), occupancy, judged_from=warmup * realtraffic.DAY)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--week", type=date.fromisoformat, nargs="+", default=[realtraffic.DEFAULT_WEEK])
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=7, metavar="DAYS")
+    parser.add_argument("--counters", choices=sorted(miscount.MODELS), default="camera")
+    parser.add_argument("--error-seed", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--headcounts", type=int, metavar="MINUTES")
+    parser.add_argument("--uncorrected", action="store_true", help="also judge without the correction")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    site = load_site(EXAMPLE_SITE)
+    results = []
+    for week in args.week:
+        traffic = realtraffic.week(site, week - timedelta(days=args.warmup), days=args.days + args.warmup)
+        for seed in args.error_seed:
+            counted, _given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], seed, args.warmup)
+            counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
+            for enabled in (False, True) if args.uncorrected else (True,):
+                verdict = run(site, counted, traffic, DriftConfig(enabled=enabled), counts, args.warmup)
+                result = {
+                    "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
+                    "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),
+                    "missed_red": len(verdict.missed_red), "false_red": verdict.false_red,
+                    "worst_drift": round(verdict.worst_drift or 0.0, 3), "at": verdict.worst_drift_at,
+                }  # fmt: skip
+                results.append(result)
+                if not args.json:
+                    mode = "corrected  " if enabled else "uncorrected"
+                    print(f"{week} seed {seed} {mode}  wrong {result['wrong_level']:6.2%}"
+                          f"  missed red {result['missed_red']:>5}  false red {result['false_red']:>5}"
+                          f"  worst drift {result['worst_drift']:6.1%} ({result['at']})", flush=True)  # fmt: skip
+    if args.json:
+        json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
