@@ -53,6 +53,9 @@ MIN_CROSSINGS = 200  # a device's share is judged only on days with at least thi
 #: an hour is judged only when the device should have counted at least this many (its usual share of the
 #: others' crossings): below it, chance alone moves a share by more than ``flag_share`` too often
 MIN_HOURLY = 60
+#: ... in its busier direction; the other direction needs only this many: a lens that sees less misses people
+#: both ways, and in the morning (people come, few leave) the quieter direction would hold the verdict for hours
+MIN_HOURLY_QUIET = 15
 SCALE_BOUNDS = (1 / 3, 3.0)  # the most a live scale may make of a device's counts
 
 
@@ -147,9 +150,9 @@ class HourlyShares:
 
     def _shares(
         self, device: str, counted: dict[str, tuple[float, float]]
-    ) -> Optional[tuple[tuple[float, float], float]]:
+    ) -> Optional[tuple[tuple[float, float], tuple[float, float]]]:
         """The device's shares (in, out) of the hour's crossings around its zones, as ``counted``, and the
-        fewer of the others' crossings; None without data from it (the device checks report that)."""
+        others' crossings (in, out); None without data from it (the device checks report that)."""
         if device not in self.counts:
             return None
         around = [counted.get(d, (0.0, 0.0)) for d in self.around[device] if d != device]
@@ -157,7 +160,7 @@ class HourlyShares:
         if min(others) <= 0:
             return None
         own = self.counts[device]
-        return (own[0] / others[0], own[1] / others[1]), min(others)
+        return (own[0] / others[0], own[1] / others[1]), others
 
     def _judge(self, hour_of_day: int) -> list[Rescale]:
         """The hour's verdicts. The others' crossings are taken as corrected (a dirty neighbour makes every
@@ -175,7 +178,8 @@ class HourlyShares:
                     history.append(shares[0])
                 continue
             usual[device] = (statistics.median(s[0] for s in history), statistics.median(s[1] for s in history))
-            if min(usual[device]) * shares[1] < MIN_HOURLY:  # too few people to judge
+            expected = sorted((usual[device][0] * shares[1][0], usual[device][1] * shares[1][1]))
+            if expected[1] < MIN_HOURLY or expected[0] < MIN_HOURLY_QUIET:  # too few people to judge
                 del usual[device]
         judged: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}  # device -> (shares, ratios)
         while usual:
@@ -197,8 +201,11 @@ class HourlyShares:
         return [verdict for verdict in verdicts if verdict is not None]
 
     def _off(self, ratios: tuple[float, float]) -> bool:
-        """Both directions off, the same way (a real gate's share moves one way at a time)."""
-        return max(ratios) < self.flag_share or min(ratios) > 1 / self.flag_share
+        """Off by ``flag_share`` on the whole (the geometric mean of both directions), and both directions well
+        off the same way: a real gate's share moves one way at a time, a lens that sees less misses both."""
+        whole, both = (ratios[0] * ratios[1]) ** 0.5, (1 + self.flag_share) / 2
+        low = whole < self.flag_share and max(ratios) < both
+        return low or (whole > 1 / self.flag_share and min(ratios) > 1 / both)
 
     def _verdict(
         self, device: str, shares: tuple[float, float], ratios: tuple[float, float], hour_of_day: int
