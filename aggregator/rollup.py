@@ -48,6 +48,7 @@ from lanewatch import contract
 from lanewatch.site.model import Site
 
 INFLOW_WINDOW = timedelta(minutes=1)
+VIEW_RECORD_SHARE = 0.02  # a view's pull on a zone is recorded when it moved by this share of its capacity
 
 
 @dataclass
@@ -104,6 +105,7 @@ class RollUp:
         drift = drift or DriftConfig()
         self._headcount_sd, self._headcount_age_s = drift.headcount_sd, drift.headcount_age_s
         self._views = drift.enabled and drift.views
+        self._view_shift: dict[str, float] = {}  # how far the views moved each zone, as last recorded
         self.factors = CountingFactors(site, drift)
         self._corrects = drift.enabled
         self.estimate = {z.id: 0.0 for z in site.zones}  # the occupancy in use: counts times factors
@@ -350,6 +352,7 @@ class RollUp:
                 self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)
             self.baseline[zone.id] = self.raw[zone.id]
             self.crossed[zone.id], self.anchor_var[zone.id] = 0, 0.0
+        self._view_shift.clear()  # the closing reset took the views' pull with it
         self._next_closing = self._closing_after(when)
 
     def anchor(self, count: contract.Headcount) -> str:
@@ -399,6 +402,7 @@ class RollUp:
         out = self._corrections
         self._corrections = []
         viewed = self.viewed() if self._dirty_zones else {}
+        self._record_views(viewed)
         for zone in self.site.zones:
             if zone.id in self._dirty_zones:
                 when = self.zone_time[zone.id]
@@ -428,6 +432,23 @@ class RollUp:
         self._dirty_zones.clear()
         self._dirty_lines.clear()
         return out
+
+    def _record_views(self, viewed: dict[str, tuple[float, float, ViewEstimate]]) -> None:
+        """Keep on the record (``corrections``, reason ``view``) how far the views move each zone, whenever
+        that changed by ``VIEW_RECORD_SHARE`` of its capacity: by which cameras, and what they saw."""
+        for zone_id in self.factors.views.of_zone:
+            view = viewed.get(zone_id)
+            shift, last = (view[0] if view else 0.0), self._view_shift.get(zone_id, 0.0)
+            capacity, when = self.site.zone(zone_id).capacity, self.zone_time[zone_id]
+            if when is None or abs(shift - last) < max(5.0, VIEW_RECORD_SHARE * capacity):
+                continue
+            self._view_shift[zone_id] = shift
+            before = round(self.estimate[zone_id] + last)
+            by, observed = (",".join(view[2].devices), round(view[2].occupancy)) if view else ("", -1)
+            delta = round(shift - last)
+            self._corrections.append(
+                points.correction(self.site_id, zone_id, "view", delta, before, when, by, observed)
+            )
 
     def restore(
         self,

@@ -8,7 +8,7 @@ out what only the full path has (batching, restarts, the forecast), so its figur
 equal to, `level_replay.py`'s.
 
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
-        [--counters camera] [--error-seed 1 2 3] [--headcounts 120] [--json]
+        [--counters camera] [--error-seed 1 2 3] [--headcounts 120] [--uncorrected] [--no-views] [--json]
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--error-seed", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--headcounts", type=int, metavar="MINUTES")
     parser.add_argument("--uncorrected", action="store_true", help="also judge without the correction")
+    parser.add_argument(
+        "--no-views", action="store_true", help="correct without the cameras' views (drift.views: false)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
@@ -99,7 +102,8 @@ def main() -> None:
             counted, _given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], seed, args.warmup)
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
             for enabled in (False, True) if args.uncorrected else (True,):
-                verdict = run(site, counted, traffic, DriftConfig(enabled=enabled), counts, args.warmup)
+                drift = DriftConfig(enabled=enabled, views=not args.no_views)
+                verdict = run(site, counted, traffic, drift, counts, args.warmup)
                 result = {
                     "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
                     "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),

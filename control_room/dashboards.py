@@ -6,7 +6,8 @@ Four dashboards with stable uids, so provisioning and pushes update them in plac
   colour, occupancy against capacity, the district total, recent level changes and early warnings,
   devices offline;
 - *Zone*: one zone at a time (a variable listing the inventory's zones): in/out per entrance on its
-  boundary, occupancy with its uncertainty band and uncorrected beside it against capacity, density,
+  boundary, occupancy with its uncertainty band, the counted and the seen-in-view estimates it weighs and
+  uncorrected beside it against capacity, density,
   the level timeline, level changes as annotations;
 - *Devices*: online/offline, last seen, frame rate, inference time, temperature, outbox backlog,
   camera and sign state, the aggregator's own health, each counting line's learned factors (with the
@@ -270,10 +271,11 @@ def zone_board(site: Site) -> dict[str, Any]:
             "AND \"entrance\" =~ /^(${zone})$/ AND $timeFilter GROUP BY time($__interval), \"entrance\" fill(0)",
             alias="$tag_entrance $col")],
             0, 0, 24, 8, defaults={"unit": "none", "custom": {"drawStyle": "bars", "fillOpacity": 60}}),
-        panel("timeseries", "人数（± 误差带）、未校正人数、容量 Occupancy (± its band: how far off the estimate may "
-              "be), uncorrected, capacity", [target(
+        panel("timeseries", "人数（± 误差带）、计数推算、画面所见、未校正人数、容量 Occupancy (± its band: how far "
+              "off the estimate may be), counted alone, seen in the cameras' views, uncorrected, capacity", [target(
             f"SELECT last(\"occupancy\") AS \"occupancy\", last(\"occupancy\") + last(\"band\") AS \"upper\", "
-            f"last(\"occupancy\") - last(\"band\") AS \"lower\", last(\"uncorrected\") AS \"uncorrected\", "
+            f"last(\"occupancy\") - last(\"band\") AS \"lower\", last(\"flow\") AS \"counted\", "
+            f"last(\"view\") AS \"in view\", last(\"uncorrected\") AS \"uncorrected\", "
             f"last(\"capacity\") AS \"capacity\" FROM \"zones\" "
             f"WHERE {where} AND $timeFilter GROUP BY time($__interval) fill(previous)")],
             0, 8, 12, 8, defaults={"unit": "none"}),

@@ -25,10 +25,14 @@ from tests.conftest import EXAMPLE_SITE
 
 
 def feed(
-    rollup: RollUp, counted: realtraffic.Traffic, counts: Optional[dict[int, list[c.Headcount]]] = None
+    rollup: RollUp,
+    counted: realtraffic.Traffic,
+    counts: Optional[dict[int, list[c.Headcount]]] = None,
+    records: Optional[list[str]] = None,
 ) -> dict[str, list[tuple[int, int, Optional[int]]]]:
     """The counted traffic as 5-minute windows, each with the people in the device's view at its end, and the
-    headcounts at their minutes; per third-level zone and window end: (true, in use, counted alone)."""
+    headcounts at their minutes; per third-level zone and window end: (true, in use, counted alone). The
+    corrections recorded go to ``records``."""
     devices = {d.id: Device(d.id, d.lines[0].name) for d in SITE.devices}
     seen: dict[str, list[tuple[int, int, Optional[int]]]] = {zone: [] for zone in LEAVES}
     for first in range(0, counted.minutes, STEP):
@@ -48,6 +52,9 @@ def feed(
             for count in (counts or {}).get(minute, []):
                 rollup.anchor(count)
         states = {s.zone: s for s in rollup.zones()}
+        stored = rollup.take_points()
+        if records is not None:
+            records.extend(line for line in stored if line.startswith("corrections,"))
         for zone in LEAVES:
             seen[zone].append((int(counted.occupancy[zone][last]), states[zone].occupancy, states[zone].flow))
     return seen
@@ -77,12 +84,16 @@ def test_views_taught_by_headcounts_hold_a_zone_whose_counter_goes_wrong_near_th
     flows[day, 0] = np.random.default_rng(1).binomial(flows[day, 0], 0.67)
     counts = staff_on_first_days(truth, 3)
     plain = feed(RollUp(SITE, drift=DriftConfig(views=False)), counted, counts)
-    viewed = feed(RollUp(SITE), counted, counts)
+    records: list[str] = []
+    viewed = feed(RollUp(SITE), counted, counts, records)
     # the counted occupancy itself is the same either way: views are weighed in, never written into it
     assert all(row[2] == other[1] for zone in LEAVES for row, other in zip(viewed[zone], plain[zone]))
     without, with_views = worst_gap({"wenru": plain["wenru"]}, 3), worst_gap({"wenru": viewed["wenru"]}, 3)
     assert without > 0.2  # the counts alone drift all day ...
     assert with_views < 0.5 * without  # ... and the views hold the zone nearer the truth
+    pulls = [line for line in records if "zone=wenru,reason=view" in line]  # on the record: by which cameras
+    assert pulls
+    assert all('by="cam-wenru-west,cam-wenru-east"' in line for line in pulls if "by=" in line)
 
 
 def test_exact_counters_stay_exact_whatever_the_views_see() -> None:
