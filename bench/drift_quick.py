@@ -1,4 +1,4 @@
-"""The drift correction alone, in seconds: the aggregator's roll-up and level engine fed in process.
+"""The drift correction alone, in under a minute a week: the roll-up and level engine fed in process.
 
 `bench/level_replay.py` judges the whole path (broker, aggregator, InfluxDB) and takes minutes a week.
 This drives the same ``RollUp`` and ``LevelEngine`` directly, minute by minute, with the same traffic,
@@ -8,7 +8,8 @@ out what only the full path has (batching, restarts, the forecast), so its figur
 equal to, `level_replay.py`'s.
 
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
-        [--counters camera] [--error-seed 1 2 3] [--headcounts 120] [--uncorrected] [--no-views] [--json]
+        [--counters camera | --rate 0.85 0.95 --false-rate 0.03 --hiding 0.12] [--error-seed 1 2 3]
+        [--headcounts 120] [--uncorrected] [--no-views] [--json]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Optional
 
@@ -87,6 +88,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=7, metavar="DAYS")
     parser.add_argument("--counters", choices=sorted(miscount.MODELS), default="camera")
     parser.add_argument("--error-seed", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="a counter model of your own: each device's counting rate per direction in LOW..HIGH ...",
+    )
+    parser.add_argument("--false-rate", type=float, default=0.02, help="... false counts per person crossing ...")
+    parser.add_argument("--hiding", type=float, default=0.08, help="... and fewer counted by this share at a full zone")
     parser.add_argument("--headcounts", type=int, metavar="MINUTES")
     parser.add_argument("--uncorrected", action="store_true", help="also judge without the correction")
     parser.add_argument(
@@ -95,11 +105,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
+    errors = miscount.MODELS[args.counters]
+    if args.rate:
+        name = f"rates {args.rate[0]:g}-{args.rate[1]:g}, {args.false_rate:g} false, {args.hiding:g} hiding"
+        errors = replace(errors, name=name, rate=tuple(args.rate), false_rate=args.false_rate, hiding=args.hiding)
     results = []
     for week in args.week:
         traffic = realtraffic.week(site, week - timedelta(days=args.warmup), days=args.days + args.warmup)
         for seed in args.error_seed:
-            counted, _given = miscount.miscount(site, traffic, miscount.MODELS[args.counters], seed, args.warmup)
+            counted, _given = miscount.miscount(site, traffic, errors, seed, args.warmup)
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
             for enabled in (False, True) if args.uncorrected else (True,):
                 drift = DriftConfig(enabled=enabled, views=not args.no_views)
