@@ -77,3 +77,24 @@ def test_the_same_seed_gives_the_same_counters(week: realtraffic.Traffic) -> Non
     assert given == given_again
     assert all((first.device_flows[d] == again.device_flows[d]).all() for d in first.device_flows)
     assert any((first.device_flows[d] != other.device_flows[d]).any() for d in first.device_flows)
+
+
+def test_cameras_see_their_share_of_the_zone_in_view_and_a_dirty_lens_sees_half(week: realtraffic.Traffic) -> None:
+    views = {d.id: d.view for d in SITE.devices if d.view is not None}
+    assert set(week.views) == set(views)  # only cameras with a view report people in it
+    for device, view in views.items():  # exact: whoever walks into the view, a random share of the zone
+        people = week.occupancy[view.zone].sum()
+        assert abs(week.views[device].sum() / people - view.share) < 0.1 * view.share, device
+    counted, given = miscount.miscount(SITE, week, miscount.MODELS["camera"], seed=2)
+    dirty = next(d for d in given if d.dirty_day is not None)
+    assert dirty.device in views
+    assert dirty.dirty_day is not None
+    seen = counted.views[dirty.device].astype(float)
+    people = week.occupancy[views[dirty.device].zone].astype(float)
+    day = slice(dirty.dirty_day * DAY, (dirty.dirty_day + 1) * DAY)
+    other = np.ones(len(people), dtype=bool)
+    other[day] = False
+    ratio = (seen[day].sum() / people[day].sum()) / (seen[other].sum() / people[other].sum())
+    assert 0.35 < ratio < 0.7  # half, give or take the view's wander
+    counted_again, _given = miscount.miscount(SITE, week, miscount.MODELS["camera"], seed=2)
+    assert all((counted_again.views[d] == counted.views[d]).all() for d in views)  # the same seed, the same views
