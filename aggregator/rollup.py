@@ -264,7 +264,8 @@ class RollUp:
         if zone_id is None:
             return
         views.observe(window.device, window.window_end, window.in_view)
-        if self._corrects and self.factors.measured(zone_id) and window.device not in self._unviewed():
+        doubted = window.device in self.factors.flagged or window.device in self.factors.hourly.scale
+        if self._corrects and self.factors.measured(zone_id) and not doubted:  # not _unviewed(): no set a window
             band, capacity = self._flow_var(zone_id) ** 0.5, self.site.zone(zone_id).capacity
             crossed = self.crossed[zone_id]
             views.learn(window.device, self.estimate[zone_id], band, crossed, window.window_end, capacity)
