@@ -125,6 +125,11 @@ class DriftConfig(_Section):
         default=0.005, ge=0, le=1,
         description="people an estimate may be off per person crossing, before a night has measured it",
     )  # fmt: skip
+    scale_sd: float = Field(
+        default=0.1, ge=0, le=1,
+        description="how far all counters together may be off in scale (relative standard deviation), which no "
+        "night can measure: the band grows by this share of the people a zone gained since its last anchor",
+    )  # fmt: skip
     headcount_sd: float = Field(
         default=0.05, gt=0, le=1, description="how far off a staff headcount may be, as a share of the count"
     )

@@ -8,7 +8,10 @@ Two views of the next minutes are averaged:
 Without a curve yet (the first day), the recent flow alone decides.
 
 A warning is raised when the forecast reaches the zone's red threshold while the zone is green or
-yellow and filling. It is not repeated until the forecast has stayed below the clear threshold for
+yellow and filling. Where the level engine turns a crowded zone red when its band reaches red
+(``red_on_band``), the warning looks ahead the same way: forecast plus band (the estimate of a crowded
+zone errs low, so its red comes by the band before the estimate gets there), else it would never foretell
+those reds. It is not repeated until the forecast has stayed below the clear threshold for
 the zone's dwell time, so a zone hovering near the line gets one warning, not one a minute.
 """
 
@@ -35,11 +38,13 @@ class EarlyWarning:
     minutes: int  # the horizon
     occupancy: int  # now
     time: datetime
+    band: int = 0  # how far off the forecast may be besides (the occupancy's band, when it counts toward red)
 
     @property
     def reason(self) -> str:
+        band = f" ±{self.band}" if self.band else ""
         return (
-            f"forecast {self.predicted / self.capacity:.0%} of capacity {self.capacity} in {self.minutes} min "
+            f"forecast {self.predicted / self.capacity:.0%}{band} of capacity {self.capacity} in {self.minutes} min "
             f"(now {self.occupancy / self.capacity:.0%})"
         )
 
@@ -99,26 +104,28 @@ class Forecaster:
         usual = occupancy * min(2.0, max(0.5, usual_then / usual_now))
         return max(0.0, (1 - self.curve_weight) * recent + self.curve_weight * usual)
 
-    def warn(self, zone_id: str, level: str, capacity: int, rule: LevelRule) -> Optional[EarlyWarning]:
-        """A warning when the zone is expected to reach red within the horizon (and was not warned yet)."""
+    def warn(self, zone_id: str, level: str, capacity: int, rule: LevelRule, band: int = 0) -> Optional[EarlyWarning]:
+        """A warning when the zone is expected to reach red within the horizon (and was not warned yet);
+        ``band``: the occupancy's band where the level engine counts it toward red (0 elsewhere)."""
         zone = self.zones.get(zone_id)
         predicted = self.predict(zone_id)
         if zone is None or predicted is None:
             return None
         now, occupancy = zone.history[-1]
+        upper = predicted + band if predicted >= rule.yellow_at * capacity else predicted  # as the level engine
         if not zone.armed:
-            if predicted < (rule.red_at - rule.clear_margin) * capacity and level != "red":
+            if upper < (rule.red_at - rule.clear_margin) * capacity and level != "red":
                 zone.clear_since = zone.clear_since or now
                 if now - zone.clear_since >= timedelta(seconds=rule.dwell_s):
                     zone.armed, zone.clear_since = True, None
             else:
                 zone.clear_since = None
             return None
-        if level not in ("green", "yellow") or predicted < rule.red_at * capacity or predicted <= occupancy:
+        if level not in ("green", "yellow") or upper < rule.red_at * capacity or predicted <= occupancy:
             return None
         zone.armed = False
         minutes = int(self.horizon.total_seconds() // 60)
-        return EarlyWarning(zone_id, round(predicted), capacity, minutes, occupancy, now)
+        return EarlyWarning(zone_id, round(predicted), capacity, minutes, occupancy, now, band)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ class LevelEngine:
         zone = self.zones[zone_id]
         return zone.level, zone.since, zone.reason
 
+    def red_band(self, state: ZoneState) -> int:
+        """The zone's band where it counts toward red (``red_on_band``, once nights have measured it), else 0:
+        what the early warning adds to its forecast to foretell the reds the band brings."""
+        return state.band if self.rule(state.zone).red_on_band and state.measured else 0
+
     def escalates(self, state: ZoneState) -> bool:
         """Whether the numbers now call for a higher level than the zone shows (escalation is immediate)."""
         current = self.zones[state.zone].level

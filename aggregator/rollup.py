@@ -111,6 +111,8 @@ class RollUp:
         self.estimate = {z.id: 0.0 for z in site.zones}  # the occupancy in use: counts times factors
         self.crossed = {z.id: 0 for z in site.zones}  # people counted across the boundary since the last anchor
         self.anchor_var = {z.id: 0.0 for z in site.zones}  # the estimate's variance left by that anchor
+        self.anchored = {z.id: 0.0 for z in site.zones}  # the estimate that anchor left (0 at closing)
+        self._scale_sd = drift.scale_sd
         self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
         #: each device's people (in - out, as applied) in the current hour and the two before it
         self._hours: dict[str, deque[float]] = {d.id: deque([0.0], maxlen=3) for d in site.devices}
@@ -147,9 +149,15 @@ class RollUp:
 
     def _flow_var(self, zone_id: str) -> float:
         """The counted occupancy's variance: it grows with the people counted across the zone's boundary
-        since its last anchor (closing, a headcount), at the rate the nights measured."""
+        since its last anchor (closing, a headcount), at the rate the nights measured; and with the people it
+        gained since, by the counters' common scale (``scale_sd``), which no night can measure: counting all
+        people 10 % short still leaves every zone empty at closing, and a full zone 10 % low. Counters whose
+        nights close to within a person are exact: they have no scale to doubt."""
         spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
-        return self.anchor_var[zone_id] + spread**2
+        variance = self.anchor_var[zone_id] + spread**2
+        if spread >= 1.0 and self.factors.measured(zone_id):
+            variance += (self._scale_sd * (self.estimate[zone_id] - self.anchored[zone_id])) ** 2
+        return variance
 
     def viewed(self) -> dict[str, tuple[float, float, ViewEstimate]]:
         """Per third-level zone its views see: how far they move the counted occupancy, the variance left,
@@ -352,7 +360,7 @@ class RollUp:
             if self.estimate[zone.id] != 0:
                 self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)
             self.baseline[zone.id] = self.raw[zone.id]
-            self.crossed[zone.id], self.anchor_var[zone.id] = 0, 0.0
+            self.crossed[zone.id], self.anchor_var[zone.id], self.anchored[zone.id] = 0, 0.0, 0.0
         self._view_shift.clear()  # the closing reset took the views' pull with it
         self._next_closing = self._closing_after(when)
 
@@ -379,6 +387,7 @@ class RollUp:
                 self._corrections.append(points.correction(self.site_id, holder.id, "headcount", round(delta), before,
                                                            when, by=count.person, observed=count.count))  # fmt: skip
         self.crossed[zone], self.anchor_var[zone] = 0, (1 - gain) * estimate_var
+        self.anchored[zone] = self.estimate[zone]
         self.factors.headcount(zone, self.day, count.count)  # tonight, it teaches the factors their scale
         self.factors.views.headcount(zone, count.count, when)  # and the zone's views theirs, now
         return f"{zone}: counted {count.count} by {count.person}, estimate moved by {delta:+.0f} (weight {gain:.2f})"
@@ -474,8 +483,9 @@ class RollUp:
             self.baseline[zone.id] = self.raw[zone.id] - (stored if plain is None else plain)
             self.zone_time[zone.id] = when
             band, crossed = (bands or {}).get(zone.id, (0, 0))
-            self.crossed[zone.id] = crossed
-            self.anchor_var[zone.id] = max(0.0, band**2 - (self.factors.error_rate(zone.id) * crossed) ** 2)
+            # the gain since an anchor counts from 0 (a headcount's estimate is not stored): a band no narrower
+            self.crossed[zone.id], self.anchor_var[zone.id], self.anchored[zone.id] = crossed, 0.0, 0.0
+            self.anchor_var[zone.id] = max(0.0, band**2 - self._flow_var(zone.id))
         latest = [t for t in self.zone_time.values() if t is not None]
         self._next_closing = self._closing_after(max(latest)) if latest and self._closing else None
         opened = self._next_closing - timedelta(days=1) if self._next_closing else None

@@ -127,7 +127,8 @@ class ZoneWatch:
             if self.forecast is not None and coverage == 1.0:
                 self.forecast.observe(state.zone, when, state.occupancy)
                 level = self.levels.level(state.zone)
-                warning = self.forecast.warn(state.zone, level, state.capacity, self.levels.rule(state.zone))
+                rule, band = self.levels.rule(state.zone), self.levels.red_band(state)
+                warning = self.forecast.warn(state.zone, level, state.capacity, rule, band)
                 if warning is not None:
                     warnings.append(warning)
         shares = {z.zone: z.occupancy / z.capacity for z in zones}

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from aggregator.config import DriftConfig, LevelsConfig
+from aggregator.forecast import Forecaster
 from aggregator.levels import LevelEngine
 from aggregator.rollup import RollUp
 from harness import headcounts, levelreplay, miscount, realtraffic
@@ -60,7 +61,9 @@ def run(
     warmup: int,
 ) -> levelreplay.Judgement:
     """One replay in process, judged after ``warmup`` days."""
-    rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, LevelsConfig())
+    levels = LevelsConfig()
+    rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, levels)
+    forecast = Forecaster(site.site.timezone, levels.forecast_min)
     entrance = {d.id: d.entrance for d in site.devices}
     fleet = devices(site)
     occupancy = {z.id: np.zeros(counted.minutes) for z in site.zones}
@@ -78,7 +81,12 @@ def run(
             change = engine.update(state, 1.0, [], end)
             if change is not None:
                 notices.append(_Notice(change.zone, change.level, change.previous, end))
-    return levelreplay.judge(site, truth, notices, LevelsConfig(), occupancy, judged_from=warmup * realtraffic.DAY)
+            forecast.observe(state.zone, end, state.occupancy)
+            level, rule, band = engine.level(state.zone), engine.rule(state.zone), engine.red_band(state)
+            warning = forecast.warn(state.zone, level, state.capacity, rule, band)
+            if warning is not None:
+                notices.append(_Notice(state.zone, "red", engine.level(state.zone), end, kind="predicted_red"))
+    return levelreplay.judge(site, truth, notices, levels, occupancy, judged_from=warmup * realtraffic.DAY)
 
 
 def main() -> None:
@@ -123,13 +131,17 @@ def main() -> None:
                     "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),
                     "missed_red": len(verdict.missed_red), "false_red": verdict.false_red,
                     "worst_drift": round(verdict.worst_drift or 0.0, 3), "at": verdict.worst_drift_at,
+                    "red_entries": verdict.warnings.reds, "warned": verdict.warnings.warned,
+                    "warnings": verdict.warnings.warnings, "false_warnings": verdict.warnings.false,
                 }  # fmt: skip
                 results.append(result)
                 if not args.json:
                     mode = "corrected  " if enabled else "uncorrected"
                     print(f"{week} seed {seed} {mode}  wrong {result['wrong_level']:6.2%}"
                           f"  missed red {result['missed_red']:>5}  false red {result['false_red']:>5}"
-                          f"  worst drift {result['worst_drift']:6.1%} ({result['at']})", flush=True)  # fmt: skip
+                          f"  worst drift {result['worst_drift']:6.1%} ({result['at']})"
+                          f"  warned {result['warned']}/{result['red_entries']} reds,"
+                          f" {result['false_warnings']}/{result['warnings']} false", flush=True)  # fmt: skip
     if args.json:
         json.dump(results, sys.stdout)
 

@@ -18,7 +18,7 @@ run for a while has learned its counters (without it, the first days, before any
 the factors, are judged too). ``--headcounts 120`` adds staff who count every zone above 70 % of its capacity
 every two hours (give or take 3 %: ``harness/headcounts.py``).
 
-    .venv/bin/python bench/level_replay.py [--week 2024-12-09] [--days 7] [--warmup 7] [--seed 1]
+    .venv/bin/python bench/level_replay.py [--week 2024-12-09 [2024-11-25]] [--days 7] [--warmup 7] [--seed 1]
         [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--headcounts 120] [--json]
 """
 
@@ -46,8 +46,8 @@ from lanewatch.site.model import Site
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--week", type=date.fromisoformat, default=realtraffic.DEFAULT_WEEK,
-                        help="a date in the real week to replay (its weekdays are kept)")  # fmt: skip
+    parser.add_argument("--week", type=date.fromisoformat, nargs="+", default=[realtraffic.DEFAULT_WEEK],
+                        help="a date in each real week to replay (its weekdays are kept)")  # fmt: skip
     parser.add_argument("--days", type=int, default=7, help="days judged")
     parser.add_argument("--warmup", type=int, default=0, metavar="DAYS",
                         help="replay this many days first, unjudged, as a running site has learned from")  # fmt: skip
@@ -63,27 +63,28 @@ def main() -> None:
     args = parser.parse_args()
     say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     site = load_site(EXAMPLE_SITE)
-    source = args.week - timedelta(days=args.warmup)  # the judged days stay the real week asked for
-    traffic = realtraffic.week(site, source, days=args.days + args.warmup, seed=args.seed)
     results = []
-    for error_seed in args.error_seed:
-        errors = miscount.MODELS[args.counters]
-        counted, given = miscount.miscount(site, traffic, errors, error_seed, first_day=args.warmup)
-        dirty = next(((d.device, d.dirty_day) for d in given if d.dirty_day is not None), None)
-        if dirty is not None:
-            say(f"error seed {error_seed}: dirty lens at {dirty[0]} on day {dirty[1] + 1}")
-        for corrected in (False, True) if args.compare else (None,):
-            total = args.days + args.warmup
-            say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {total} days"
-                + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
-            counts = {}
-            if args.headcounts:
-                counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=error_seed)
-            result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts, args.warmup)
-            result.update(error_seed=error_seed)
-            results.append(result)
-            if not args.json:
-                print_result(result)
+    for week in args.week:
+        source = week - timedelta(days=args.warmup)  # the judged days stay the real week asked for
+        traffic = realtraffic.week(site, source, days=args.days + args.warmup, seed=args.seed)
+        for error_seed in args.error_seed:
+            errors = miscount.MODELS[args.counters]
+            counted, given = miscount.miscount(site, traffic, errors, error_seed, first_day=args.warmup)
+            dirty = next(((d.device, d.dirty_day) for d in given if d.dirty_day is not None), None)
+            if dirty is not None:
+                say(f"error seed {error_seed}: dirty lens at {dirty[0]} on day {dirty[1] + 1}")
+            for corrected in (False, True) if args.compare else (None,):
+                total = args.days + args.warmup
+                say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {total} days"
+                    + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
+                counts = {}
+                if args.headcounts:
+                    counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=error_seed)
+                result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts, args.warmup)
+                result.update(week=str(week), error_seed=error_seed)
+                results.append(result)
+                if not args.json:
+                    print_result(result)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], default=str))
     elif len(results) > 1:
@@ -180,13 +181,13 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print("\nseed  correction   wrong-level        missed red  false red  worst drift  dirty lens: flagged that night, "
-          "scaled after (h)")  # fmt: skip
+    print("\nweek        seed  correction   wrong-level        missed red  false red  worst drift  "
+          "dirty lens: flagged that night, scaled after (h)")  # fmt: skip
     for r in results:
         mode = {None: "-", False: "uncorrected", True: "corrected"}[r["corrected"]]
         found = r.get("dirty_lens", {})
         lens = f"{found.get('flagged_that_night', '-')}, {found.get('scaled_after_h') or '-'}"
-        print(f"{r['error_seed']:>4}  {mode:<11} {r['wrong_level']:>6} ({r['wrong_level_share']:6.2%})  "
+        print(f"{r['week']}  {r['error_seed']:>4}  {mode:<11} {r['wrong_level']:>6} ({r['wrong_level_share']:6.2%})  "
               f"{r['missed_red']:>10}  {r['false_red']:>9}  {(r['worst_drift'] or 0):>10.1%}  {lens}")  # fmt: skip
 
 

@@ -20,13 +20,20 @@ T0 = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)  # 10:00 in Fuzhou
 RULE = LevelRule()
 
 
-def feed(forecaster: Forecaster, zone: str, occupancies: list[int], level: str = "green", start: datetime = T0) -> list:
+def feed(
+    forecaster: Forecaster,
+    zone: str,
+    occupancies: list[int],
+    level: str = "green",
+    start: datetime = T0,
+    band: int = 0,
+) -> list:
     """One observation a minute; the minute and warning of every warning raised."""
     capacity = SITE.zone(zone).capacity
     raised = []
     for i, occupancy in enumerate(occupancies):
         forecaster.observe(zone, start + timedelta(minutes=i), occupancy)
-        warning = forecaster.warn(zone, level, capacity, RULE)
+        warning = forecaster.warn(zone, level, capacity, RULE, band)
         if warning is not None:
             raised.append((i, warning))
     return raised
@@ -42,6 +49,21 @@ def test_a_zone_filling_towards_red_is_warned_before_it_gets_there() -> None:
     assert warning.predicted >= 1300
     assert warning.minutes == 15
     assert warning.occupancy == ramp[minute]
+
+
+def test_a_crowded_zone_whose_band_will_reach_red_is_warned_as_the_level_engine_will_turn_it_red() -> None:
+    """Counters read a crowd low, and the level engine turns a yellow zone red when its band reaches red: a
+    forecast that stops short of red by less than the band foretells that red. Without the band, or for a zone
+    that will not even be yellow, no warning."""
+    ramp = [800 + 10 * i for i in range(30)]  # Yijin Lane (1,300): the forecast ends at 1,240 (95 %)
+    assert feed(Forecaster(SITE.site.timezone), "yijin", ramp, level="yellow") == []
+    raised = feed(Forecaster(SITE.site.timezone), "yijin", ramp, level="yellow", band=100)
+    assert len(raised) == 1
+    _minute, warning = raised[0]
+    assert warning.predicted < 1300 <= warning.predicted + warning.band
+    assert f"±{warning.band}" in warning.reason
+    low = [400 + 10 * i for i in range(30)]  # forecast under the yellow threshold: the band does not count
+    assert feed(Forecaster(SITE.site.timezone), "yijin", low, band=600) == []
 
 
 def test_a_steady_or_emptying_zone_gets_no_warning() -> None:
