@@ -57,6 +57,9 @@ MIN_HOURLY = 60
 #: both ways, and in the morning (people come, few leave) the quieter direction would hold the verdict for hours
 MIN_HOURLY_QUIET = 15
 SCALE_BOUNDS = (1 / 3, 3.0)  # the most a live scale may make of a device's counts
+#: what ``scale_sd`` weighs as, in headcounts, against those that measure the counters' scale; and how much each
+#: earlier headcount's evidence keeps at each new one (the factors learn from them, so the scale's error changes)
+SCALE_PRIOR_WEIGHT, SCALE_MEMORY = 5.0, 0.95
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,25 @@ class CountingFactors:
         #: per zone, what was left at closing with the factors in use, per person crossing: the error rate
         #: that makes each zone's uncertainty band
         self.residuals: dict[str, deque[float]] = {zone: deque(maxlen=HISTORY_DAYS) for zone in self.boundary}
+        #: the headcounts' evidence of how far the counts' common scale is off: how many (fading), the sum of the
+        #: squares of what the zones had gained, and of how far the counts were off beyond their noise
+        self.scale_evidence = (0.0, 0.0, 0.0)
+
+    def scale_sd(self) -> float:
+        """How far all counters together may be off in scale (relative): ``scale_sd`` until staff headcounts
+        measure it, then what they found (give or take, with the prior's weight)."""
+        weight, gained, excess = self.scale_evidence
+        prior = self.config.scale_sd**2
+        found = max(0.0, excess) / gained if gained else prior  # a ratio of sums: big gains weigh most
+        return ((SCALE_PRIOR_WEIGHT * prior + weight * min(1.0, found)) / (SCALE_PRIOR_WEIGHT + weight)) ** 0.5
+
+    def scale_seen(self, off: float, gained: float, noise_var: float) -> None:
+        """A headcount ``off`` people from the counted estimate of a zone that gained ``gained`` people since its
+        last anchor, with ``noise_var`` of that expected from the count and the counts' balance: what is left
+        beyond the noise is the counts' scale error, as a share of what they gained."""
+        weight, gains, excess = self.scale_evidence
+        m = SCALE_MEMORY
+        self.scale_evidence = (m * weight + 1.0, m * gains + gained**2, m * excess + off**2 - noise_var)
 
     def factor(self, key: Key) -> tuple[float, float]:
         """The factors (in, out) of a line; the prior's for a line the inventory does not name."""
@@ -444,6 +466,7 @@ class CountingFactors:
                 "hourly": self.hourly.state(),
                 "views": self.views.state(),
                 "flagged": sorted(self.flagged),
+                "scale": [round(v, 6) for v in self.scale_evidence],
                 "headcounts": [
                     [zone, [[*key, *c] for key, c in counts.items()], n] for zone, counts, n in self.headcounts
                 ],
@@ -470,6 +493,8 @@ class CountingFactors:
         self.hourly.restore(state.get("hourly", {}))
         self.views.restore(state.get("views", {}))
         self.flagged = set(state.get("flagged", []))
+        weight, gains, excess = state.get("scale", (0.0, 0.0, 0.0))
+        self.scale_evidence = (float(weight), float(gains), float(excess))
         self.headcounts = [
             (zone, {(d, line): (int(i), int(o)) for d, line, i, o in counts}, int(n))
             for zone, counts, n in state.get("headcounts", [])

@@ -49,6 +49,8 @@ from lanewatch.site.model import Site
 
 INFLOW_WINDOW = timedelta(minutes=1)
 VIEW_RECORD_SHARE = 0.02  # a view's pull on a zone is recorded when it moved by this share of its capacity
+#: a headcount measures the counts' common scale only in a zone that gained at least this many people since its anchor
+MIN_GAINED = 50
 
 
 @dataclass
@@ -112,7 +114,6 @@ class RollUp:
         self.crossed = {z.id: 0 for z in site.zones}  # people counted across the boundary since the last anchor
         self.anchor_var = {z.id: 0.0 for z in site.zones}  # the estimate's variance left by that anchor
         self.anchored = {z.id: 0.0 for z in site.zones}  # the estimate that anchor left (0 at closing)
-        self._scale_sd = drift.scale_sd
         self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
         #: each device's people (in - out, as applied) in the current hour and the two before it
         self._hours: dict[str, deque[float]] = {d.id: deque([0.0], maxlen=3) for d in site.devices}
@@ -153,11 +154,14 @@ class RollUp:
         gained since, by the counters' common scale (``scale_sd``), which no night can measure: counting all
         people 10 % short still leaves every zone empty at closing, and a full zone 10 % low. Counters whose
         nights close to within a person are exact: they have no scale to doubt."""
-        spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
-        variance = self.anchor_var[zone_id] + spread**2
-        if spread >= 1.0 and self.factors.measured(zone_id):
-            variance += (self._scale_sd * (self.estimate[zone_id] - self.anchored[zone_id])) ** 2
+        variance = self._balance_var(zone_id)
+        if variance - self.anchor_var[zone_id] >= 1.0 and self.factors.measured(zone_id):
+            variance += (self.factors.scale_sd() * (self.estimate[zone_id] - self.anchored[zone_id])) ** 2
         return variance
+
+    def _balance_var(self, zone_id: str) -> float:
+        """The counted occupancy's variance from its anchor and its counts' balance alone (not their scale)."""
+        return self.anchor_var[zone_id] + (self.factors.error_rate(zone_id) * self.crossed[zone_id]) ** 2
 
     def viewed(self) -> dict[str, tuple[float, float, ViewEstimate]]:
         """Per third-level zone its views see: how far they move the counted occupancy, the variance left,
@@ -376,6 +380,10 @@ class RollUp:
             )
         estimate_var = self._flow_var(zone)
         count_var = (self._headcount_sd * count.count) ** 2 + 1.0
+        gained = self.estimate[zone] - self.anchored[zone]
+        if abs(gained) >= MIN_GAINED and estimate_var > self._balance_var(zone):  # the scale is in doubt: measure it
+            off = count.count - self.estimate[zone]
+            self.factors.scale_seen(off, gained, self._balance_var(zone) + count_var)
         gain = estimate_var / (estimate_var + count_var)
         delta = gain * (count.count - self.estimate[zone])
         when = max(count.time, latest) if latest is not None else count.time

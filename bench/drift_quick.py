@@ -2,14 +2,14 @@
 
 `bench/level_replay.py` judges the whole path (broker, aggregator, InfluxDB) and takes minutes a week.
 This drives the same ``RollUp`` and ``LevelEngine`` directly, minute by minute, with the same traffic,
-counter errors and headcounts, and the same judgement, so that many weeks, error models and seeds can
-be compared side by side in one run: the correction is judged on cases it was not tuned on. It leaves
-out what only the full path has (batching, restarts, the forecast), so its figures are close to, not
-equal to, `level_replay.py`'s.
+counter errors and headcounts, the same early warning and the same judgement, so that many weeks, error
+models and seeds can be compared side by side in one run: the correction is judged on cases it was not
+tuned on. It leaves out what only the full path has (batching, restarts, the forecast's curve rebuilt
+from InfluxDB), so its levels and drift equal `level_replay.py`'s, and its early warning is close to it.
 
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
         [--counters camera | --rate 0.85 0.95 --false-rate 0.03 --hiding 0.12] [--error-seed 1 2 3]
-        [--headcounts 120] [--uncorrected] [--no-views] [--json]
+        [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--json]
 """
 
 from __future__ import annotations
@@ -59,14 +59,15 @@ def run(
     drift: DriftConfig,
     counts: dict[int, list[contract.Headcount]],
     warmup: int,
-) -> levelreplay.Judgement:
-    """One replay in process, judged after ``warmup`` days."""
+) -> tuple[levelreplay.Judgement, float]:
+    """One replay in process, judged after ``warmup`` days; and how often the band held the truth."""
     levels = LevelsConfig()
     rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, levels)
     forecast = Forecaster(site.site.timezone, levels.forecast_min)
     entrance = {d.id: d.entrance for d in site.devices}
     fleet = devices(site)
     occupancy = {z.id: np.zeros(counted.minutes) for z in site.zones}
+    bands = {z.id: np.zeros(counted.minutes) for z in site.zones}
     notices: list[Any] = []
     for minute in range(counted.minutes):
         end = counted.minute_end(minute)
@@ -77,7 +78,7 @@ def run(
             rollup.anchor(headcount)
         rollup.take_points()
         for state in rollup.zones():
-            occupancy[state.zone][minute] = state.occupancy
+            occupancy[state.zone][minute], bands[state.zone][minute] = state.occupancy, state.band
             change = engine.update(state, 1.0, [], end)
             if change is not None:
                 notices.append(_Notice(change.zone, change.level, change.previous, end))
@@ -86,7 +87,24 @@ def run(
             warning = forecast.warn(state.zone, level, state.capacity, rule, band)
             if warning is not None:
                 notices.append(_Notice(state.zone, "red", engine.level(state.zone), end, kind="predicted_red"))
-    return levelreplay.judge(site, truth, notices, levels, occupancy, judged_from=warmup * realtraffic.DAY)
+    judged = warmup * realtraffic.DAY
+    return levelreplay.judge(site, truth, notices, levels, occupancy, judged_from=judged), held(
+        site, truth, occupancy, bands, judged
+    )
+
+
+def held(
+    site: Site, truth: realtraffic.Traffic, occupancy: dict[str, np.ndarray], bands: dict[str, np.ndarray], start: int
+) -> float:
+    """The share of busy zone-minutes (over 30 % of capacity) whose band held the true occupancy: about 68 %
+    for an honest band of one standard deviation, far less for one that claims more than it knows."""
+    hits = busy = 0
+    for zone in site.zones:
+        true = truth.occupancy[zone.id][start:]
+        mask = true > 0.3 * zone.capacity
+        hits += int((np.abs(occupancy[zone.id][start:] - true) <= bands[zone.id][start:])[mask].sum())
+        busy += int(mask.sum())
+    return hits / max(1, busy)
 
 
 def main() -> None:
@@ -110,6 +128,10 @@ def main() -> None:
     parser.add_argument(
         "--no-views", action="store_true", help="correct without the cameras' views (drift.views: false)"
     )
+    parser.add_argument(
+        "--scale-sd", type=float, default=DriftConfig().scale_sd,
+        help="drift.scale_sd: how far the counters' common scale may be off (0: the band from the nights alone)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
@@ -124,8 +146,8 @@ def main() -> None:
             counted, _given = miscount.miscount(site, traffic, errors, seed, args.warmup)
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
             for enabled in (False, True) if args.uncorrected else (True,):
-                drift = DriftConfig(enabled=enabled, views=not args.no_views)
-                verdict = run(site, counted, traffic, drift, counts, args.warmup)
+                drift = DriftConfig(enabled=enabled, views=not args.no_views, scale_sd=args.scale_sd)
+                verdict, band_held = run(site, counted, traffic, drift, counts, args.warmup)
                 result = {
                     "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
                     "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),
@@ -133,6 +155,7 @@ def main() -> None:
                     "worst_drift": round(verdict.worst_drift or 0.0, 3), "at": verdict.worst_drift_at,
                     "red_entries": verdict.warnings.reds, "warned": verdict.warnings.warned,
                     "warnings": verdict.warnings.warnings, "false_warnings": verdict.warnings.false,
+                    "band_held": round(band_held, 3),
                 }  # fmt: skip
                 results.append(result)
                 if not args.json:
@@ -141,7 +164,8 @@ def main() -> None:
                           f"  missed red {result['missed_red']:>5}  false red {result['false_red']:>5}"
                           f"  worst drift {result['worst_drift']:6.1%} ({result['at']})"
                           f"  warned {result['warned']}/{result['red_entries']} reds,"
-                          f" {result['false_warnings']}/{result['warnings']} false", flush=True)  # fmt: skip
+                          f" {result['false_warnings']}/{result['warnings']} false"
+                          f"  band held the truth {band_held:.0%}", flush=True)  # fmt: skip
     if args.json:
         json.dump(results, sys.stdout)
 

@@ -72,6 +72,18 @@ def feed(
     return seen
 
 
+def feed_counted(rollup: RollUp, counted: realtraffic.Traffic) -> dict[str, list[tuple[int, int, int]]]:
+    """``feed``, with staff counting every zone above 30 % of its capacity every two hours (give or take 3 %)."""
+    counts = headcounts.staff_headcounts(SITE, counted, every_min=120, above=0.3, error=0.03, seed=2)
+
+    def count(first: int) -> None:
+        for minute in range(first, first + STEP):
+            for headcount in counts.get(minute, []):
+                rollup.anchor(headcount)
+
+    return feed(rollup, counted, each=count)
+
+
 def worst_gap(seen: dict[str, list[tuple[int, int, int]]], day: int, column: int) -> float:
     """The largest gap to the truth on one day, as a share of the zone's capacity."""
     per_day = realtraffic.DAY // STEP
@@ -119,6 +131,30 @@ def test_the_band_owns_up_to_the_common_scale_no_night_can_measure() -> None:
 
     assert coverage(DriftConfig()) > 0.6  # about what one standard deviation should cover
     assert coverage(DriftConfig(scale_sd=0.0)) < 0.2
+
+
+def test_staff_headcounts_measure_how_far_the_counts_scale_may_be_off() -> None:
+    """Where headcounts agree with the counts, the scale's doubt (and with it the band) shrinks below the
+    prior's; where every counter misses 30 %, it grows: the band says what the headcounts found. A restart
+    keeps it."""
+    days = 3
+
+    def measured(rate: float, false_rate: float) -> RollUp:
+        errors = CounterErrors("fleet", (rate, rate), false_rate, 0.0, False)
+        counted, _given = miscount.miscount(SITE, traffic(days), errors)
+        rollup = RollUp(SITE)
+        feed_counted(rollup, counted)
+        return rollup
+
+    prior = DriftConfig().scale_sd
+    right = measured(0.96, 0.04)  # misses 4 %, counts 4 % extra: the scale is right
+    assert right.factors.scale_sd() < 0.7 * prior
+    short = measured(0.7, 0.0)
+    assert short.factors.scale_sd() > 2 * prior
+    restarted = RollUp(SITE)
+    restarted.factors.loads(short.factors.dumps())
+    assert restarted.factors.scale_sd() == pytest.approx(short.factors.scale_sd(), rel=1e-3)
+    assert RollUp(SITE).factors.scale_sd() == prior
 
 
 def test_factors_learned_from_the_nights_keep_occupancy_near_the_truth_where_the_plain_sum_drifts() -> None:
@@ -379,15 +415,8 @@ def test_staff_headcounts_teach_the_factors_how_many_people_the_counts_stand_for
     zones stay close between headcounts too."""
     days = 5
     counted, _given = miscount.miscount(SITE, traffic(days), CounterErrors("short", (0.88, 0.88), 0.0, 0.0, False))
-    counts = headcounts.staff_headcounts(SITE, counted, every_min=120, above=0.3, error=0.03, seed=2)
     rollup = RollUp(SITE)
-
-    def count(first: int) -> None:
-        for minute in range(first, first + STEP):
-            for headcount in counts.get(minute, []):
-                rollup.anchor(headcount)
-
-    seen = feed(rollup, counted, each=count)
+    seen = feed_counted(rollup, counted)
     gates = {e.id for e in SITE.entrances if e.outside is None}  # from the streets, where the visitors come in
     scale = statistics.mean(f for key, i in rollup.factors.index.items() if ENTRANCE_OF[key[0]] in gates
                             for f in rollup.factors.x[i : i + 2])  # fmt: skip
