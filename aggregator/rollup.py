@@ -148,20 +148,18 @@ class RollUp:
         viewed = self.viewed() if viewed is None else viewed
         return round(viewed[zone_id][1] ** 0.5) if zone_id in viewed else round(self._flow_var(zone_id) ** 0.5)
 
-    def _flow_var(self, zone_id: str) -> float:
+    def _flow_var(self, zone_id: str, scale: bool = True) -> float:
         """The counted occupancy's variance: it grows with the people counted across the zone's boundary
         since its last anchor (closing, a headcount), at the rate the nights measured; and with the people it
         gained since, by the counters' common scale (``scale_sd``), which no night can measure: counting all
         people 10 % short still leaves every zone empty at closing, and a full zone 10 % low. Counters whose
-        nights close to within a person are exact: they have no scale to doubt."""
-        variance = self._balance_var(zone_id)
-        if variance - self.anchor_var[zone_id] >= 1.0 and self.factors.measured(zone_id):
+        nights close to within a person are exact: they have no scale to doubt. ``scale=False``: the anchor's and
+        the balance's part alone."""
+        spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
+        variance = self.anchor_var[zone_id] + spread**2
+        if scale and spread >= 1.0 and self.factors.measured(zone_id):
             variance += (self.factors.scale_sd() * (self.estimate[zone_id] - self.anchored[zone_id])) ** 2
         return variance
-
-    def _balance_var(self, zone_id: str) -> float:
-        """The counted occupancy's variance from its anchor and its counts' balance alone (not their scale)."""
-        return self.anchor_var[zone_id] + (self.factors.error_rate(zone_id) * self.crossed[zone_id]) ** 2
 
     def viewed(self) -> dict[str, tuple[float, float, ViewEstimate]]:
         """Per third-level zone its views see: how far they move the counted occupancy, the variance left,
@@ -378,12 +376,11 @@ class RollUp:
                 f"counted at {count.time:%Y-%m-%d %H:%M}Z, but {zone}'s data is at {latest:%Y-%m-%d %H:%M}Z: "
                 "a headcount anchors the zone only at the time of its data"
             )
-        estimate_var = self._flow_var(zone)
+        estimate_var, balance_var = self._flow_var(zone), self._flow_var(zone, scale=False)
         count_var = (self._headcount_sd * count.count) ** 2 + 1.0
         gained = self.estimate[zone] - self.anchored[zone]
-        if abs(gained) >= MIN_GAINED and estimate_var > self._balance_var(zone):  # the scale is in doubt: measure it
-            off = count.count - self.estimate[zone]
-            self.factors.scale_seen(off, gained, self._balance_var(zone) + count_var)
+        if abs(gained) >= MIN_GAINED and estimate_var > balance_var:  # the scale is in doubt: measure it
+            self.factors.scale_seen(count.count - self.estimate[zone], gained, balance_var + count_var)
         gain = estimate_var / (estimate_var + count_var)
         delta = gain * (count.count - self.estimate[zone])
         when = max(count.time, latest) if latest is not None else count.time
