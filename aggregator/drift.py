@@ -28,8 +28,9 @@ that needs a large correction is a counter to check.
 
 A dirty lens must not wait for the night: ``HourlyShares`` sets each device's share of the last hour,
 each way, against its usual for that hour of the day; two hours in a row beyond ``flag_share`` both
-ways flag the device at once, and its counts are scaled back to its usual share (the two hours counted
-short are made up) until it counts as usual again, or until closing. Staff headcounts, kept for the
+ways flag the device at once, and its counts are scaled back to its usual share, by all its hours off
+together, every hour since it last counted as usual made up, until it counts as usual again, or until
+closing; the zones it bounds carry the scale's doubt in their band. Staff headcounts, kept for the
 night, are the one measurement of the counters' common scale. Pure Python: forty factors are small sums.
 """
 
@@ -57,6 +58,8 @@ MIN_HOURLY = 60
 #: both ways, and in the morning (people come, few leave) the quieter direction would hold the verdict for hours
 MIN_HOURLY_QUIET = 15
 SCALE_BOUNDS = (1 / 3, 3.0)  # the most a live scale may make of a device's counts
+#: how far off a live scale may be (relative standard deviation) before a device's days have measured it
+SCALE_DOUBT = 0.1
 #: what ``scale_sd`` weighs as, in headcounts, against those that measure the counters' scale; and how much each
 #: earlier headcount's evidence keeps at each new one (the factors learn from them, so the scale's error changes)
 SCALE_PRIOR_WEIGHT, SCALE_MEMORY = 5.0, 0.95
@@ -99,10 +102,9 @@ class Night:
 @dataclass(frozen=True)
 class Rescale:
     """A device's live scale changes: its counts are multiplied by ``new`` from now on, and its last
-    ``hours`` hours (counted at ``old``) are made up to ``new`` too."""
+    ``hours`` hours (counted at whatever scale each had) are made up to ``new`` too."""
 
     device: str
-    old: float
     new: float
     hours: int
 
@@ -125,6 +127,11 @@ class HourlyShares:
         self.off: dict[str, float] = {}  # devices off their usual share in the last hour judged: the ratio
         self.scale: dict[str, float] = {}  # devices whose counts are scaled now
         self.why: dict[str, str] = {}
+        self.usual_at: dict[str, int] = {}  # the last hour each device was judged to count as usual
+        #: per device off its usual share, its counts and what its usual share would have given, since it was
+        #: found off (in, expected in, out, expected out): a scale from all of them is surer than an hour's
+        self.since: dict[str, list[float]] = {}
+        self.doubts: dict[str, float] = {}  # each scaled device's doubt, set when it was found
 
     def add(self, device: str, when: datetime, came: int, went: int) -> Optional[list[Rescale]]:
         """Count a window's crossings; at the first window of a new hour, the verdicts on the hour before
@@ -134,7 +141,7 @@ class HourlyShares:
         if self.hour is None:
             self.hour = hour
         elif hour > self.hour:
-            verdicts = self._judge(self.hour % 24)
+            verdicts = self._judge(self.hour)
             self.hour, self.counts = hour, {}
         old_in, old_out = self.counts.get(device, (0, 0))
         self.counts[device] = (old_in + came, old_out + went)
@@ -143,6 +150,19 @@ class HourlyShares:
     def factor(self, device: str) -> float:
         return self.scale.get(device, 1.0)
 
+    def doubt(self, device: str) -> float:
+        """How far off a live scale of the device may be (relative standard deviation)."""
+        return self.doubts.get(device, SCALE_DOUBT)
+
+    def _spread(self, device: str) -> float:
+        """How far the device's share strays from day to day at the same hour (the median over the hours with
+        three days or more; ``SCALE_DOUBT`` before): a scale set from its usual share is only as sure."""
+        spreads = []
+        for history in self.usual.get(device, {}).values():
+            if len(history) >= 3 and min(min(shares) for shares in history) > 0:
+                spreads.append(statistics.stdev(0.5 * math.log(came * went) for came, went in history))
+        return statistics.median(spreads) if spreads else SCALE_DOUBT
+
     def close_day(self) -> None:
         """At closing every scale ends with its day: tonight's check takes the device over, and a lens
         still dirty tomorrow is found again within two hours (a scale kept overnight would count a
@@ -150,6 +170,8 @@ class HourlyShares:
         self.scale.clear()
         self.why.clear()
         self.off.clear()
+        self.since.clear()
+        self.doubts.clear()
 
     def _shares(
         self, device: str, counted: dict[str, tuple[float, float]]
@@ -165,12 +187,13 @@ class HourlyShares:
         own = self.counts[device]
         return (own[0] / others[0], own[1] / others[1]), others
 
-    def _judge(self, hour_of_day: int) -> list[Rescale]:
+    def _judge(self, hour: int) -> list[Rescale]:
         """The hour's verdicts. The others' crossings are taken as corrected (a dirty neighbour makes every
         other device's share look high): the device furthest off is judged first and its counts corrected
         before the rest are judged again; a device counting short goes before one counting over as far."""
         counted: dict[str, tuple[float, float]] = dict(self.counts)
         usual: dict[str, tuple[float, float]] = {}
+        hour_of_day = hour % 24
         for device in self.around:
             shares = self._shares(device, counted)
             if shares is None:
@@ -200,7 +223,7 @@ class HourlyShares:
             del usual[device]
             raw, ratios = self.counts[device], now[device][1]
             counted[device] = (raw[0] / ratios[0], raw[1] / ratios[1])
-        verdicts = (self._verdict(device, *judgement, hour_of_day) for device, judgement in judged.items())
+        verdicts = (self._verdict(device, *judgement, hour) for device, judgement in judged.items())
         return [verdict for verdict in verdicts if verdict is not None]
 
     def _off(self, ratios: tuple[float, float]) -> bool:
@@ -211,28 +234,50 @@ class HourlyShares:
         return low or (whole > 1 / self.flag_share and min(ratios) > 1 / both)
 
     def _verdict(
-        self, device: str, shares: tuple[float, float], ratios: tuple[float, float], hour_of_day: int
+        self, device: str, shares: tuple[float, float], ratios: tuple[float, float], hour: int
     ) -> Optional[Rescale]:
         """What an hour off (or back to usual) means for the device; the hour joins its usual ones if it
-        was not off."""
+        was not off. A device found off is scaled by all its hours off together (one hour's share is a few
+        dozen people's), and made up since the last hour it counted as usual: a lens dirty from the opening
+        counted short through the quiet morning hours, too few to judge."""
         ratio = (ratios[0] * ratios[1]) ** 0.5
-        off, old, verdict = self._off(ratios), self.factor(device), None
-        if off and device in self.off:  # a second hour in a row: not chance
-            new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / ratio)) if ratio > 0 else SCALE_BOUNDS[1]
+        off, verdict = self._off(ratios), None
+        scaled = device in self.scale
+        back = scaled and abs(ratio - 1) <= (1 - self.flag_share) / 2
+        if off or (scaled and not back):  # the hour joins the evidence of how far off it counts
+            came, went = self.counts[device]
+            hour_sums = (
+                came,
+                came / ratios[0] if ratios[0] > 0 else 0.0,
+                went,
+                went / ratios[1] if ratios[1] > 0 else 0.0,
+            )
+            sums = self.since.setdefault(device, [0.0, 0.0, 0.0, 0.0]) if device in self.off or scaled else [0.0] * 4
+            self.since[device] = [a + b for a, b in zip(sums, hour_sums)]
+        if (off and device in self.off) or (scaled and not back):  # a second hour in a row: not chance
+            own_in, usual_in, own_out, usual_out = self.since[device]
+            whole = ((own_in / usual_in) * (own_out / usual_out)) ** 0.5 if min(usual_in, usual_out) > 0 else 0.0
+            new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / whole)) if whole > 0 else SCALE_BOUNDS[1]
+            if not scaled:
+                self.doubts[device] = self._spread(device)
             self.scale[device] = new
-            self.why[device] = (f"counted {ratio:.0%} of its usual share of the crossings around its zones, "
-                                "both ways, for two hours (a dirty or blocked lens, or a moved camera?); "
+            self.why[device] = (f"counted {whole:.0%} of its usual share of the crossings around its zones, "
+                                "both ways, since it was found off (a dirty or blocked lens, or a moved camera?); "
                                 f"counts scaled by {new:.2f} until it counts as usual")  # fmt: skip
-            verdict = Rescale(device, old, new, 1 if old != 1.0 else 2)
-        elif device in self.scale and abs(ratio - 1) <= (1 - self.flag_share) / 2:  # back to its usual
+            verdict = Rescale(device, new, max(2, hour - self.usual_at.get(device, hour - 24)))
+        elif back:
             del self.scale[device], self.why[device]
-            verdict = Rescale(device, old, 1.0, 1)
+            self.since.pop(device, None)
+            verdict = Rescale(device, 1.0, 1)
         if off:
             self.off[device] = ratio
         else:
             self.off.pop(device, None)
+            if not scaled:
+                self.since.pop(device, None)
             if device not in self.scale:
-                self.usual[device][hour_of_day].append(shares)
+                self.usual[device][hour % 24].append(shares)
+                self.usual_at[device] = hour
         return verdict
 
     def state(self) -> dict[str, dict[str, list[tuple[float, float]]]]:

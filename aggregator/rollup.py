@@ -22,8 +22,9 @@ occupancy in use is recorded (measurement ``corrections``):
 - an occupancy below 0 is clamped to 0 (people who entered before the counting started, or a miscount);
 - at the site's closing time every zone is reset to 0, after the day's counts taught the factors;
 - a staff headcount re-anchors its zone (``anchor``), weighed against the estimate's band;
-- a device counting far from its usual share for two hours has its counts scaled back to it, the two
-  hours made up (``aggregator.drift.HourlyShares``; reason ``share``).
+- a device counting far from its usual share for two hours has its counts scaled back to it, every hour
+  since it last counted as usual made up (``aggregator.drift.HourlyShares``; reason ``share``); its
+  zones' band grows by the scale's doubt and by the people its lens did not see.
 
 All state lives in ``line_state`` and ``zones`` points written with the same batch as the data that
 changed it, so ``restore`` after a crash (or on a new machine) continues exactly where the stored
@@ -115,8 +116,13 @@ class RollUp:
         self.anchor_var = {z.id: 0.0 for z in site.zones}  # the estimate's variance left by that anchor
         self.anchored = {z.id: 0.0 for z in site.zones}  # the estimate that anchor left (0 at closing)
         self.day: dict[Key, tuple[int, int]] = {}  # each line's counts since the last closing
-        #: each device's people (in - out, as applied) in the current hour and the two before it
-        self._hours: dict[str, deque[float]] = {d.id: deque([0.0], maxlen=3) for d in site.devices}
+        #: per zone, what each device with a live scale added since the scale began or the zone's last anchor: the
+        #: people (signed for the zone) and the variance of their counting. A scale set from the device's usual
+        #: share is only as sure as that share; and a lens that sees half the people says nothing of the others
+        self.scaled: dict[str, dict[str, list[float]]] = {z.id: {} for z in site.zones}
+        #: each device's people (in - out, as applied), crossings counted and the live scale they were applied at,
+        #: in each hour since closing, the current one last
+        self._hours: dict[str, deque[list[float]]] = {d.id: deque([[0.0, 0.0, 1.0]], maxlen=25) for d in site.devices}
         self._entrance_of = {d.id: d.entrance for d in site.devices}
         self.nights: list[Night] = []  # learned and not yet taken (ZoneWatch tells the technicians)
         self.zone_time: dict[str, Optional[datetime]] = {z.id: None for z in site.zones}
@@ -156,10 +162,19 @@ class RollUp:
         nights close to within a person are exact: they have no scale to doubt. ``scale=False``: the anchor's and
         the balance's part alone."""
         spread = self.factors.error_rate(zone_id) * self.crossed[zone_id]
-        variance = self.anchor_var[zone_id] + spread**2
+        variance = self.anchor_var[zone_id] + spread**2 + self._scaled_var(zone_id)
         if scale and spread >= 1.0 and self.factors.measured(zone_id):
             variance += (self.factors.scale_sd() * (self.estimate[zone_id] - self.anchored[zone_id])) ** 2
         return variance
+
+    def _scaled_var(self, zone_id: str) -> float:
+        """The variance the live scales of dirty devices around the zone add: each scale's doubt times the people
+        it added, and the people its lens missed (a count ``c`` scaled by ``s`` stands for ``s c`` people, give or
+        take ``s (s - 1) c``, binomially)."""
+        hourly = self.factors.hourly
+        return sum(
+            (hourly.doubt(device) * people) ** 2 + noise for device, (people, noise) in self.scaled[zone_id].items()
+        )
 
     def viewed(self) -> dict[str, tuple[float, float, ViewEstimate]]:
         """Per third-level zone its views see: how far they move the counted occupancy, the variance left,
@@ -250,15 +265,20 @@ class RollUp:
         scale = self.factors.hourly.factor(window.device) if self._corrects else 1.0
         people = scale * (factor_in * came - factor_out * went)
         if window.device in self._hours:
-            self._hours[window.device][-1] += people
+            hour = self._hours[window.device][-1]
+            hour[0], hour[1], hour[2] = hour[0] + people, hour[1] + came + went, scale
+        live = scale != 1.0
         self._see(window)
         for zone_id, sign in self.effects[entrance_id]:
             entering = window.in_ if sign > 0 else window.out
             if entering:
                 self._entering[zone_id].append((window.window_end, entering))
             self.raw[zone_id] += sign * (came - went)
-            self.crossed[zone_id] += came + went
+            self.crossed[zone_id] += round(scale * (came + went))  # people: a dirty lens counts but some
             self.estimate[zone_id] += sign * people
+            if live:
+                added = self.scaled[zone_id].setdefault(window.device, [0.0, 0.0])
+                added[0], added[1] = added[0] + sign * people, added[1] + _missed_var(scale, came + went)
             self._touch(zone_id, window.window_end)
             if self.uncorrected(zone_id) < 0:
                 self.baseline[zone_id] = self.raw[zone_id]
@@ -283,13 +303,33 @@ class RollUp:
     def _rescale(self, verdicts: list[Rescale], when: datetime) -> None:
         """A new hour: each device's counts scaled as the hour's shares said, its last hours made up."""
         for verdict in verdicts if self._corrects else []:
-            counted = list(self._hours.get(verdict.device, ()))[-verdict.hours :]
-            people = (verdict.new / verdict.old - 1) * sum(counted)
+            made_up = list(self._hours.get(verdict.device, ()))[-verdict.hours :]
+            people = sum((verdict.new / scale - 1) * counted for counted, _crossings, scale in made_up)
+            #: of the people at a live scale (made-up hours included): how many more, and how much more doubt
+            live = sum(verdict.new / scale * counted - (scale != 1.0) * counted for counted, _c, scale in made_up)
+            noise = sum(
+                _missed_var(verdict.new, crossings) - _missed_var(scale, crossings) for _p, crossings, scale in made_up
+            )
+            for hour in made_up:
+                hour[0], hour[2] = hour[0] * verdict.new / hour[2], verdict.new
             for zone_id, sign in self.effects[self._entrance_of[verdict.device]]:
                 if sign * people:
                     self._correct(zone_id, "share", max(sign * people, -self.estimate[zone_id]), when)
+                self._scaled_by(zone_id, verdict, sign * live, noise)
         for hours in self._hours.values():
-            hours.append(0.0)
+            hours.append([0.0, 0.0, 1.0])
+
+    def _scaled_by(self, zone_id: str, verdict: Rescale, people: float, noise: float) -> None:
+        """Keep what a live scale added to the zone: ``people`` more at a live scale (signed for the zone) and
+        ``noise`` more variance; a scale that ends leaves its doubt in the zone's band until the next anchor."""
+        scaled = self.scaled[zone_id]
+        if verdict.new == 1.0:
+            doubt = self.factors.hourly.doubt(verdict.device)  # before the device's verdicts are taken
+            people, noise = scaled.pop(verdict.device, (0.0, 0.0))
+            self.anchor_var[zone_id] += (doubt * people) ** 2 + noise
+            return
+        added = scaled.setdefault(verdict.device, [0.0, 0.0])
+        added[0], added[1] = added[0] + people, added[1] + noise
 
     def _counted(
         self, key: tuple[str, str], old: Optional[LineState], window: contract.CountWindow, entrance: str
@@ -357,12 +397,13 @@ class RollUp:
         self.day = {}
         for hours in self._hours.values():
             hours.clear()
-            hours.append(0.0)
+            hours.append([0.0, 0.0, 1.0])
         for zone in self.site.zones:
             if self.estimate[zone.id] != 0:
                 self._correct(zone.id, "closing", -self.estimate[zone.id], closed_at)
             self.baseline[zone.id] = self.raw[zone.id]
             self.crossed[zone.id], self.anchor_var[zone.id], self.anchored[zone.id] = 0, 0.0, 0.0
+            self.scaled[zone.id] = {}
         self._view_shift.clear()  # the closing reset took the views' pull with it
         self._next_closing = self._closing_after(when)
 
@@ -392,7 +433,7 @@ class RollUp:
                 self._corrections.append(points.correction(self.site_id, holder.id, "headcount", round(delta), before,
                                                            when, by=count.person, observed=count.count))  # fmt: skip
         self.crossed[zone], self.anchor_var[zone] = 0, (1 - gain) * estimate_var
-        self.anchored[zone] = self.estimate[zone]
+        self.anchored[zone], self.scaled[zone] = self.estimate[zone], {}
         self.factors.headcount(zone, self.day, count.count)  # tonight, it teaches the factors their scale
         self.factors.views.headcount(zone, count.count, when)  # and the zone's views theirs, now
         return f"{zone}: counted {count.count} by {count.person}, estimate moved by {delta:+.0f} (weight {gain:.2f})"
@@ -499,3 +540,9 @@ class RollUp:
             for key, counts in (day or {}).items()
             if key in self.lines and (opened is None or self.lines[key].time > opened)
         }
+
+
+def _missed_var(scale: float, counted: float) -> float:
+    """The variance of the people ``counted`` crossings stand for at a live ``scale``: a lens that counts one
+    person in ``scale`` misses the others at random."""
+    return counted * scale * (scale - 1) if scale > 1 else 0.0

@@ -141,7 +141,8 @@ def main() -> None:
         errors = replace(errors, name=name, rate=tuple(args.rate), false_rate=args.false_rate, hiding=args.hiding)
     results = []
     for week in args.week:
-        traffic = realtraffic.week(site, week - timedelta(days=args.warmup), days=args.days + args.warmup)
+        source, total = week - timedelta(days=args.warmup), args.days + args.warmup
+        traffic = realtraffic.week(site, source, days=total, end=realtraffic.aligned_end(site, source, total))
         for seed in args.error_seed:
             counted, _given = miscount.miscount(site, traffic, errors, seed, args.warmup)
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}

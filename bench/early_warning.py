@@ -59,7 +59,7 @@ def main() -> None:
     totals: dict[str, tuple[list, list]] = {name: ([], []) for name in FORECASTERS}
     results: dict[str, dict[str, Score]] = {}
     for n, day in enumerate(date.fromisoformat(d) for d in args.weeks.split(",")):
-        traffic = realtraffic.week(site, day, seed=n + 1)
+        traffic = realtraffic.week(site, day, end=realtraffic.aligned_end(site, day, 7), seed=n + 1)
         for name, settings in FORECASTERS.items():
             reds, warnings = run_week(site, traffic, settings)
             totals[name][0].extend(reds)

@@ -66,7 +66,9 @@ def main() -> None:
     results = []
     for week in args.week:
         source = week - timedelta(days=args.warmup)  # the judged days stay the real week asked for
-        traffic = realtraffic.week(site, source, days=args.days + args.warmup, seed=args.seed)
+        total = args.days + args.warmup
+        end = realtraffic.aligned_end(site, source, total)
+        traffic = realtraffic.week(site, source, days=total, end=end, seed=args.seed)
         for error_seed in args.error_seed:
             errors = miscount.MODELS[args.counters]
             counted, given = miscount.miscount(site, traffic, errors, error_seed, first_day=args.warmup)
@@ -74,7 +76,6 @@ def main() -> None:
             if dirty is not None:
                 say(f"error seed {error_seed}: dirty lens at {dirty[0]} on day {dirty[1] + 1}")
             for corrected in (False, True) if args.compare else (None,):
-                total = args.days + args.warmup
                 say(f"traffic: {counted.source}, replayed as {traffic.start:%Y-%m-%d %H:%M}Z + {total} days"
                     + ("" if corrected is None else (", corrected" if corrected else ", uncorrected")))  # fmt: skip
                 counts = {}
@@ -106,7 +107,7 @@ def run(
     """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy
     after the ``warmup`` days."""
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
-    settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + warmup + 2) * 24}}
+    settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + warmup + 9) * 24}}
     if corrected is not None:
         settings["drift"] = {"enabled": corrected}
     with local_aggregator(folder, **settings) as (broker, database):

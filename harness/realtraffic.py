@@ -13,7 +13,8 @@ Arrivals are scaled per zone so that each zone's busiest minute of the replay re
 of its capacity; from the same real curves, some zones have red days, others only yellow or green.
 
 The real days keep their weekday: the replay's first day gets the source day with the same weekday
-in the week asked for. Because the flows are generated, the true occupancy of every zone is known
+in the week asked for. Benches end their replay at ``aligned_end`` so that they replay the same real
+days whatever the date they run on. Because the flows are generated, the true occupancy of every zone is known
 exactly, and replays compare the aggregator's levels with it.
 """
 
@@ -161,6 +162,15 @@ def simulate(
             inside[z] += entering[z]
             occupancy[z][i] = inside[z]
     return flows, occupancy
+
+
+def aligned_end(site: Site, source_week: date, days: int, today: Optional[date] = None) -> date:
+    """The latest replay end, not after today at the site, whose first day has ``source_week``'s weekday.
+
+    Ending there, ``week`` replays exactly the real days from ``source_week`` on, on any date: figures
+    measured on different days compare (ending today, the days shift with the weekday)."""
+    today = today or datetime.now(ZoneInfo(site.site.timezone)).date()
+    return today - timedelta(days=((today - timedelta(days=days)).weekday() - source_week.weekday()) % 7)
 
 
 def week(

