@@ -244,6 +244,7 @@ class HourlyShares:
         off, verdict = self._off(ratios), None
         scaled = device in self.scale
         back = scaled and abs(ratio - 1) <= (1 - self.flag_share) / 2
+        again = device in self.off and (self.off[device] < 1) == (ratio < 1)  # off the same way as the hour before
         if off or (scaled and not back):  # the hour joins the evidence of how far off it counts
             came, went = self.counts[device]
             hour_sums = (
@@ -252,9 +253,9 @@ class HourlyShares:
                 went,
                 went / ratios[1] if ratios[1] > 0 else 0.0,
             )
-            sums = self.since.setdefault(device, [0.0, 0.0, 0.0, 0.0]) if device in self.off or scaled else [0.0] * 4
+            sums = self.since.setdefault(device, [0.0, 0.0, 0.0, 0.0]) if again or scaled else [0.0] * 4
             self.since[device] = [a + b for a, b in zip(sums, hour_sums)]
-        if (off and device in self.off) or (scaled and not back):  # a second hour in a row: not chance
+        if (off and again) or (scaled and not back):  # a second hour in a row: not chance
             own_in, usual_in, own_out, usual_out = self.since[device]
             whole = ((own_in / usual_in) * (own_out / usual_out)) ** 0.5 if min(usual_in, usual_out) > 0 else 0.0
             new = min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], 1 / whole)) if whole > 0 else SCALE_BOUNDS[1]

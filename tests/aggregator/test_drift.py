@@ -408,6 +408,23 @@ def test_a_gate_that_people_leave_by_for_one_evening_is_not_a_dirty_lens_but_a_l
     assert "a" not in shares.why
 
 
+def test_an_hour_low_and_the_next_high_is_chance_not_a_dirty_lens() -> None:
+    """Two hours off make a dirty lens only when off the same way: a morning hour low and the next one high
+    (a crowd through the other gate, then back) is no reason to scale anything."""
+    around = {"a", "b", "c"}
+    shares = HourlyShares(dict.fromkeys(around, around), flag_share=0.7)
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for n in range(4):
+        hourly = [1.0] * 7 if n < 3 else [1.0, 0.5, 1.7, 1.0, 1.0, 1.0, 1.0]
+        for hour, share in zip(range(10, 17), hourly):
+            when = start + timedelta(days=n, hours=hour, minutes=5)
+            shares.add("a", when, round(200 * share), round(200 * share))
+            shares.add("b", when, 300, 300)
+            shares.add("c", when, 300, 300)
+            assert not shares.scale, (n, hour)
+    assert shares.off == {}, "the day ended with hours as usual"
+
+
 def test_staff_headcounts_teach_the_factors_how_many_people_the_counts_stand_for() -> None:
     """Every counter misses 12 % of the people both ways: every zone still balances at closing, so the
     nights alone cannot tell (the prior holds every factor at 1). Staff headcounts can: each is a
