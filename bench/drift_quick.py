@@ -9,7 +9,7 @@ from InfluxDB), so its levels and drift equal `level_replay.py`'s, and its early
 
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
         [--counters camera | --rate 0.85 0.95 --false-rate 0.03 --hiding 0.12] [--error-seed 1 2 3]
-        [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--json]
+        [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--prior 1.0] [--json]
 """
 
 from __future__ import annotations
@@ -132,6 +132,10 @@ def main() -> None:
         "--scale-sd", type=float, default=DriftConfig().scale_sd,
         help="drift.scale_sd: how far the counters' common scale may be off (0: the band from the nights alone)",
     )  # fmt: skip
+    parser.add_argument(
+        "--prior", type=float, default=DriftConfig().prior,
+        help="drift.prior: what the factors are believed to be before any night (1 / the counters' measured rate)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
@@ -147,7 +151,7 @@ def main() -> None:
             counted, _given = miscount.miscount(site, traffic, errors, seed, args.warmup)
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
             for enabled in (False, True) if args.uncorrected else (True,):
-                drift = DriftConfig(enabled=enabled, views=not args.no_views, scale_sd=args.scale_sd)
+                drift = DriftConfig(enabled=enabled, views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior)
                 verdict, band_held = run(site, counted, traffic, drift, counts, args.warmup)
                 result = {
                     "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
