@@ -253,7 +253,7 @@ class HourlyShares:
                 went,
                 went / ratios[1] if ratios[1] > 0 else 0.0,
             )
-            sums = self.since.setdefault(device, [0.0, 0.0, 0.0, 0.0]) if again or scaled else [0.0] * 4
+            sums = self.since.get(device, [0.0] * 4) if again or scaled else [0.0] * 4
             self.since[device] = [a + b for a, b in zip(sums, hour_sums)]
         if (off and again) or (scaled and not back):  # a second hour in a row: not chance
             own_in, usual_in, own_out, usual_out = self.since[device]

@@ -324,9 +324,8 @@ class RollUp:
         ``noise`` more variance; a scale that ends leaves its doubt in the zone's band until the next anchor."""
         scaled = self.scaled[zone_id]
         if verdict.new == 1.0:
-            doubt = self.factors.hourly.doubt(verdict.device)  # before the device's verdicts are taken
             people, noise = scaled.pop(verdict.device, (0.0, 0.0))
-            self.anchor_var[zone_id] += (doubt * people) ** 2 + noise
+            self.anchor_var[zone_id] += (self.factors.hourly.doubt(verdict.device) * people) ** 2 + noise
             return
         added = scaled.setdefault(verdict.device, [0.0, 0.0])
         added[0], added[1] = added[0] + people, added[1] + noise
