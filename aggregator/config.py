@@ -103,7 +103,11 @@ class DriftConfig(_Section):
     """Counting factors learned from the nights (``aggregator.drift``): occupancy that stays true when counters err."""
 
     enabled: bool = Field(default=True, description="apply the learned factors to occupancy (false: raw sums only)")
-    prior: float = Field(default=1.0, gt=0, description="what a line's factors are believed to be before any night")
+    prior: float = Field(
+        default=1.0, gt=0,
+        description="what a line's factors are believed to be before any night; a line whose rates were measured "
+        "at install (``measured`` in the site inventory) starts from one over them instead",
+    )  # fmt: skip
     prior_sd: float = Field(default=0.05, gt=0, le=1, description="how sure that belief is (standard deviation)")
     night_sd: float = Field(default=0.01, ge=0, le=1, description="how far a factor may move in one night")
     count_var: float = Field(

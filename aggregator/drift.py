@@ -6,7 +6,8 @@ knows for certain is that every zone is empty after closing (the nightly reset r
 third-level zone's day gives one equation, sum over its boundary lines of sign * (f_in * in -
 f_out * out) = 0, where ``f`` are the factors that turn counts into people. Six zones give six
 equations a night for two factors per line; the nights add up, and a prior (every factor near
-``prior``, give or take ``prior_sd``) holds what the nights cannot tell, above all the common scale
+``prior``, give or take ``prior_sd``; or one over a line's rates the technician measured at install,
+as sure as the hand count was) holds what the nights cannot tell, above all the common scale
 (counting every line 5 % short leaves every zone empty at night): absolute anchors tell that.
 
 The factors are learned with a Kalman filter over all of them at once (each factor a random walk of
@@ -46,7 +47,7 @@ from typing import Optional
 
 from aggregator.config import DriftConfig
 from aggregator.views import ViewAnchors
-from lanewatch.site.model import Site
+from lanewatch.site.model import Measured, Site
 
 Key = tuple[str, str]  # device, line
 HISTORY_DAYS = 7  # the days a device's usual share is the median of
@@ -97,6 +98,8 @@ class Night:
     closures: list[Closure] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
     headcounts: int = 0  # staff headcounts the night learned from
+    #: each line's factor before any night: one over the rates measured at install, or the site's ``prior``
+    priors: dict[Key, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,8 +304,20 @@ class CountingFactors:
         self.keys: list[Key] = [(d.id, line.name) for d in site.devices for line in d.lines]
         self.index = {key: 2 * i for i, key in enumerate(self.keys)}  # f_in at i, f_out at i + 1
         size = 2 * len(self.keys)
-        self.x = [config.prior] * size
+        #: each factor before any night, and how sure: a line's measured rates, else the site's ``prior``
+        self.prior = [config.prior] * size
         self.p = [[(config.prior_sd**2 if i == j else 0.0) for j in range(size)] for i in range(size)]
+        for item in site.devices:
+            for line in item.lines:
+                if line.measured is not None:
+                    i = self.index[(item.id, line.name)]
+                    scale, scale_sd = measured_prior(line.measured, config)
+                    self.prior[i] = self.prior[i + 1] = scale
+                    # f_in = scale + d, f_out = scale - d: the scale as sure as the count, d as unknown as ever
+                    var, cov = scale_sd**2 + config.prior_sd**2 / 2, scale_sd**2 - config.prior_sd**2 / 2
+                    self.p[i][i] = self.p[i + 1][i + 1] = var
+                    self.p[i][i + 1] = self.p[i + 1][i] = cov
+        self.x = list(self.prior)
         entrance_of = {d.id: d.entrance for d in site.devices}
         leaves = [z.id for z in site.zones if not site.children(z.id)]
         #: each third-level zone's boundary lines with the sign of ``in`` for the zone
@@ -420,7 +435,8 @@ class CountingFactors:
             key: (self.x[i], self.x[i + 1], self.p[i][i] ** 0.5, self.p[i + 1][i + 1] ** 0.5)
             for key, i in self.index.items()
         }
-        return Night(when, factors, dict(counts), shares, closures, flags, learned_counts)
+        priors = {key: self.prior[i] for key, i in self.index.items()}
+        return Night(when, factors, dict(counts), shares, closures, flags, learned_counts, priors)
 
     def headcount(self, zone: str, counts: dict[Key, tuple[int, int]], count: int) -> None:
         """Keep a staff headcount for the night: the one measurement of how many people the counts stand
@@ -489,8 +505,11 @@ class CountingFactors:
         for (device, line), i in self.index.items():
             if device in flagged:
                 continue
-            for direction, value in (("in", self.x[i]), ("out", self.x[i + 1])):
-                if abs(value - self.config.prior) > self.config.flag_factor:
+            for direction, value, prior in (
+                ("in", self.x[i], self.prior[i]),
+                ("out", self.x[i + 1], self.prior[i + 1]),
+            ):
+                if abs(value - prior) > self.config.flag_factor:
                     flags.append(Flag(device, f"line {line} counts {1 / value:.0%} of the people going {direction}, "
                                               f"by the nights' evidence (factor {value:.2f})"))  # fmt: skip
                     flagged.add(device)
@@ -505,6 +524,7 @@ class CountingFactors:
             {
                 "keys": self.keys,
                 "x": [round(v, 6) for v in self.x],
+                "prior": [round(v, 6) for v in self.prior],
                 "p": [[float(f"{v:.6g}") for v in row] for row in self.p],
                 "usual": {device: list(shares) for device, shares in self.usual.items()},
                 "gated": sorted(self.gated),
@@ -521,10 +541,16 @@ class CountingFactors:
         )
 
     def loads(self, text: str) -> None:
-        """Continue from a state ``dumps`` wrote; lines added to the inventory since start from the prior."""
+        """Continue from a state ``dumps`` wrote; lines added to the inventory since, and lines measured anew
+        at install (their rates changed), start from their prior."""
         state = json.loads(text)
         position = {tuple(key): 2 * i for i, key in enumerate(state["keys"])}
-        mine = [(self.index[key], position[key]) for key in self.keys if key in position]
+        before = state.get("prior") or [self.config.prior] * len(state["x"])
+        mine = [
+            (self.index[key], position[key])
+            for key in self.keys
+            if key in position and abs(float(before[position[key]]) - self.prior[self.index[key]]) < 1e-6
+        ]
         for i, j in mine:
             for a in (0, 1):
                 self.x[i + a] = float(state["x"][j + a])
@@ -550,6 +576,18 @@ class CountingFactors:
             if device in self.usual:
                 self.usual[device].clear()
                 self.usual[device].extend(float(v) for v in shares[-HISTORY_DAYS:])
+
+
+def measured_prior(measured: Measured, config: DriftConfig) -> tuple[float, float]:
+    """A measured line's factor before any night, for both directions, and its standard deviation: one over
+    its rates' geometric mean, within ``bounds``, as sure as the hand count makes it. Only the scale: a count
+    of 200 each way tells a line's in/out difference to about 3 %, less well than the first nights do, and a
+    difference taken from it would unbalance the zones (occupancy adds up the difference all day)."""
+    low, high = config.bounds
+    rate = (measured.rate_in * measured.rate_out) ** 0.5
+    factor = min(high, max(low, 1.0 / rate))
+    doubt = (measured.doubt(measured.rate_in) ** 2 + measured.doubt(measured.rate_out) ** 2) ** 0.5 / 2
+    return factor, factor * doubt
 
 
 def _dot(a: list[float], b: list[float]) -> float:

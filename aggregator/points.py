@@ -132,6 +132,8 @@ def night(site: str, learned: Night, state: Optional[str] = None) -> list[str]:
         )
         if device in learned.shares:
             fields += f",share={learned.shares[device]!r}"
+        if (device, line) in learned.priors:
+            fields += f",prior={learned.priors[(device, line)]!r}"
         out.append(f"counting_factors,site={site},device={device},line={line} {fields} {when}")
     for closure in learned.closures:
         out.append(

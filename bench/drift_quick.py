@@ -9,7 +9,8 @@ from InfluxDB), so its levels and drift equal `level_replay.py`'s, and its early
 
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
         [--counters camera | --rate 0.85 0.95 --false-rate 0.03 --hiding 0.12] [--error-seed 1 2 3]
-        [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--prior 1.0] [--json]
+        [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--prior 1.0] [--install-tally 200]
+        [--json]
 """
 
 from __future__ import annotations
@@ -136,6 +137,10 @@ def main() -> None:
         "--prior", type=float, default=DriftConfig().prior,
         help="drift.prior: what the factors are believed to be before any night (1 / the counters' measured rate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--install-tally", type=int, default=0, metavar="PEOPLE",
+        help="each line's rates measured at install against this many people counted by hand each way",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
@@ -148,11 +153,14 @@ def main() -> None:
         source, total = week - timedelta(days=args.warmup), args.days + args.warmup
         traffic = realtraffic.week(site, source, days=total, end=realtraffic.aligned_end(site, source, total))
         for seed in args.error_seed:
-            counted, _given = miscount.miscount(site, traffic, errors, seed, args.warmup)
+            counted, given = miscount.miscount(site, traffic, errors, seed, args.warmup)
+            measured = (
+                miscount.install_tally(site, errors, given, args.install_tally, seed) if args.install_tally else site
+            )
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
             for enabled in (False, True) if args.uncorrected else (True,):
                 drift = DriftConfig(enabled=enabled, views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior)
-                verdict, band_held = run(site, counted, traffic, drift, counts, args.warmup)
+                verdict, band_held = run(measured, counted, traffic, drift, counts, args.warmup)
                 result = {
                     "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
                     "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),

@@ -17,10 +17,13 @@ correction (``drift.enabled: false``) and with it (``aggregator/drift.py``), and
 flagged the dirty lens. ``--warmup 7`` replays a week before the judged one, unjudged: a site that has
 run for a while has learned its counters (without it, the first days, before any night has taught
 the factors, are judged too). ``--headcounts 120`` adds staff who count every zone above 70 % of its capacity
-every two hours (give or take 3 %: ``harness/headcounts.py``).
+every two hours (give or take 3 %: ``harness/headcounts.py``). ``--install-tally 200`` gives the aggregator
+an inventory whose lines carry the rates a technician measured at install against 200 people counted by
+hand each way (``miscount.install_tally``).
 
     .venv/bin/python bench/level_replay.py [--week 2024-12-09 [2024-11-25]] [--days 7] [--warmup 7] [--seed 1]
-        [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--headcounts 120] [--json]
+        [--counters exact|commercial|camera] [--error-seed 1 [2 3]] [--compare] [--headcounts 120]
+        [--install-tally 200] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo
+
+import yaml
 
 from aggregator.config import InfluxConfig, LevelsConfig
 from aggregator.influx import Database, rows
@@ -59,6 +64,8 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="replay without and with the drift correction")
     parser.add_argument("--headcounts", type=int, metavar="MINUTES",
                         help="staff count zones above 70 %% of capacity every MINUTES")  # fmt: skip
+    parser.add_argument("--install-tally", type=int, default=0, metavar="PEOPLE",
+                        help="each line's rates measured at install against this many people hand-counted")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--report", type=Path, help="also write the control-room report of the replayed days here")
     args = parser.parse_args()
@@ -82,7 +89,11 @@ def main() -> None:
                 counts = {}
                 if args.headcounts:
                     counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=error_seed)
-                result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts, args.warmup)
+                measured = None
+                if args.install_tally and corrected is not False:
+                    measured = miscount.install_tally(site, errors, given, args.install_tally, error_seed)
+                result = run(site, traffic, counted, args.days, corrected, dirty, say, args.report, counts,
+                             args.warmup, measured)  # fmt: skip
                 result.update(week=str(week), error_seed=error_seed)
                 results.append(result)
                 if not args.json:
@@ -104,20 +115,27 @@ def run(
     report: Optional[Path],
     counts: Optional[dict[int, list]] = None,
     warmup: int = 0,
+    measured: Optional[Site] = None,
 ) -> dict[str, Any]:
     """One replay through the real broker, aggregator and InfluxDB, judged against the true occupancy
-    after the ``warmup`` days."""
+    after the ``warmup`` days; the aggregator reads the ``measured`` inventory when there is one."""
     folder = Path(tempfile.mkdtemp(prefix="lanewatch-replay-"))
     settings: dict[str, Any] = {"status_s": 0.5, "validation": {"max_age_h": (days + warmup + 9) * 24}}
     if corrected is not None:
         settings["drift"] = {"enabled": corrected}
-    with local_aggregator(folder, **settings) as (broker, database):
+    inventory = None
+    if measured is not None:
+        inventory = folder / "site.yaml"
+        inventory.write_text(yaml.safe_dump(measured.model_dump(mode="json", exclude_none=True), allow_unicode=True,
+                                            sort_keys=False), encoding="utf-8")  # fmt: skip
+    with local_aggregator(folder, inventory, **settings) as (broker, database):
         started = time.monotonic()
         notices = levelreplay.replay(site, counted, broker.login, progress=say, headcounts=counts)
         seconds = time.monotonic() - started
         stored = levelreplay.stored_occupancy(site, traffic, database.url)
         flagged = flagged_nights(site, database.url, dirty[0]) if dirty else []
-        scaled = first_scaled(site, database.url) if dirty and corrected is not False else None
+        onset = dirty_onset(site, traffic, dirty[1]) if dirty else None
+        scaled = first_scaled(site, database.url, onset) if onset and corrected is not False else None
         if report:
             write_report(site, traffic, database, report, say)
     verdict = levelreplay.judge(site, traffic, notices, LevelsConfig(), stored, judged_from=warmup * realtraffic.DAY)
@@ -132,16 +150,20 @@ def run(
         "worst_drift": verdict.worst_drift, "worst_drift_at": verdict.worst_drift_at,
         "lines": verdict.lines(), "examples": verdict.failures[:20],
     }  # fmt: skip
-    if dirty is not None:
+    if dirty is not None and onset is not None:
         local = [when.astimezone(ZoneInfo(site.site.timezone)).date() for when in flagged]
-        first_day = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
-        dirty_date = first_day + timedelta(days=dirty[1])
-        onset = datetime.combine(dirty_date, datetime.min.time(), ZoneInfo(site.site.timezone))
+        dirty_date = onset.date()
         result["dirty_lens"] = {"device": dirty[0], "day": str(dirty_date), "flagged_nights": [str(d) for d in local],
                                 "flagged_that_night": dirty_date in local,
                                 "scaled_after_h": round((scaled - onset).total_seconds() / 3600, 1) if scaled else None,
                                 }  # fmt: skip
     return result
+
+
+def dirty_onset(site: Site, traffic: realtraffic.Traffic, day: int) -> datetime:
+    """The local midnight that begins the dirty lens's day (``day`` days into the replay)."""
+    first_day = traffic.start.astimezone(ZoneInfo(site.site.timezone)).date()
+    return datetime.combine(first_day + timedelta(days=day), datetime.min.time(), ZoneInfo(site.site.timezone))
 
 
 def flagged_nights(site: Site, url: str, device: str) -> list:
@@ -157,11 +179,13 @@ def flagged_nights(site: Site, url: str, device: str) -> list:
         db.close()
 
 
-def first_scaled(site: Site, url: str) -> Optional[datetime]:
-    """When the live share check first scaled a device's counts (``corrections`` with reason ``share``)."""
+def first_scaled(site: Site, url: str, since: datetime) -> Optional[datetime]:
+    """When the live share check first scaled a device's counts (``corrections`` with reason ``share``) from
+    ``since`` on (the dirty lens's day: a scale on an earlier day was another device's)."""
     db = Database(InfluxConfig(url=url))
     try:
-        found = db.query(f"SELECT delta FROM corrections WHERE site = '{site.site.id}' AND reason = 'share'")
+        found = db.query(f"SELECT delta FROM corrections WHERE site = '{site.site.id}' AND reason = 'share' "
+                         f"AND time >= {int(since.timestamp() * 1e9)}")  # fmt: skip
         times = [row["time"] for series in found for row in rows(series)]
         return datetime.fromtimestamp(min(times) / 1e9, timezone.utc) if times else None
     finally:

@@ -39,6 +39,7 @@ def _interpreter_owns_the_cores() -> None:
 
 #: Frames the calibration picture tracks people over: about a second on a Pi's camera.
 CALIBRATION_FRAMES = 25
+MEASURE_AT_LEAST = 200  # people counted by hand each way: rates give or take 2 %
 
 config_option = click.option(
     "--config",
@@ -224,6 +225,12 @@ def calibrate_command(config_path: Path, out: Path, timeout: float) -> None:
     default=None,
     help="output decoder [default: recognised from the model's tensors]",
 )
+@click.option(
+    "--hand",
+    metavar="IN,OUT",
+    default=None,
+    help="the people you counted by hand crossing the line in VIDEO, in and out (e.g. 212,198)",
+)
 @click.option("--threads", type=int, default=2, show_default=True, help="interpreter threads")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def eval_command(
@@ -232,6 +239,7 @@ def eval_command(
     line: str,
     anchor: str,
     gt: Optional[Path],
+    hand: Optional[str],
     model_format: Optional[str],
     threads: int,
     as_json: bool,
@@ -239,8 +247,11 @@ def eval_command(
     """Count people crossing a line in VIDEO (a video file or a MOT image folder).
 
     Runs the full pipeline (detector, tracker, counting line) as fast as possible and prints
-    {"in", "out", "frames", "seconds", "fps", "gt"}; with --gt, the true counts and the
-    per-direction accuracy (smaller count over larger) too. Progress goes to stderr.
+    {"in", "out", "frames", "seconds", "fps", "gt"}; with --gt or --hand, the true counts, the
+    per-direction accuracy (smaller count over larger) and the line's measured rates, as the site
+    inventory takes them under the device's line (``measured:``), so that the drift correction starts
+    from them. Record a busy quarter of an hour at the entrance with the device's camera and count
+    at least 200 people each way by hand. Progress goes to stderr.
     """
     from edge_agent.detector import ModelError
     from edge_agent.evaluation import evaluate
@@ -248,6 +259,9 @@ def eval_command(
 
     _interpreter_owns_the_cores()
     points = _line(line)
+    counted = _hand(hand) if hand is not None else None
+    if counted is not None and gt is not None:
+        raise click.UsageError("give the true crossings once: --gt (annotations) or --hand (counted by hand)")
     try:
         with open_source(video) as source:
             total = getattr(source, "frame_count", 0) or None
@@ -261,11 +275,57 @@ def eval_command(
             )
         bar: Any = click.progressbar(length=total, label="counting", file=sys.stderr)
         with bar:
-            result = evaluate(video, model, points, cast("Anchor", anchor), gt, threads, model_format, bar.update)
+            result = evaluate(
+                video, model, points, cast("Anchor", anchor), gt, threads, model_format, bar.update, hand=counted
+            )
     except (ModelError, SourceError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     result["peak_rss_mb"] = _peak_rss_mb()
     _print(result, as_json)
+    measured = result.get("measured")
+    if measured and not as_json:
+        _say_measured(measured)
+
+
+def _say_measured(measured: dict[str, Any]) -> None:
+    """What the technician pastes into the site inventory, and how sure it is; or why it is no use."""
+    from pydantic import ValidationError
+
+    from lanewatch.site.model import Measured
+
+    people = measured["crossings"]
+    try:
+        line = Measured(**{**measured, "crossings": max(20, people)})
+    except ValidationError:
+        click.echo(
+            f"the device counted {measured['rate_in']:.0%} going in and {measured['rate_out']:.0%} going out of "
+            "the people you counted: too far off for a correction (50 - 150 %); check the line's place and "
+            "direction (lanewatch agent calibrate) and your count",
+            err=True,
+        )
+        return
+    rates = ", ".join(f"{key}: {value}" for key, value in measured.items())
+    click.echo(f"\nfor the site inventory, under this device's line:  measured: {{{rates}}}")
+    if people < MEASURE_AT_LEAST:
+        doubt = max(line.doubt(line.rate_in), line.doubt(line.rate_out))
+        click.echo(
+            f"only {people} people counted one way: the rates are give or take {doubt:.0%}; count "
+            f"{MEASURE_AT_LEAST} or more each way{'' if people >= 20 else ' (the inventory takes 20 or more)'}",
+            err=True,
+        )
+
+
+def _hand(text: str) -> tuple[int, int]:
+    """``--hand IN,OUT``: two counts of people, not negative."""
+    try:
+        came, went = (int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected two whole numbers IN,OUT (e.g. 212,198), got {text!r}", param_hint="--hand"
+        ) from None
+    if came < 0 or went < 0:
+        raise click.BadParameter(f"people counted cannot be negative, got {text!r}", param_hint="--hand")
+    return came, went
 
 
 @agent.command("bench")

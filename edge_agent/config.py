@@ -131,7 +131,7 @@ def device_config(site: Site, device_id: str, **settings: object) -> AgentConfig
             "device": device.id,
             "entrance": device.entrance,
             "into": entrance.zone,
-            "lines": [line.model_dump() for line in device.lines],
+            "lines": [line.model_dump(exclude={"measured"}) for line in device.lines],  # the centre's, not the device's
             **({"sign": sign} if sign else {}),
         }
     )

@@ -27,8 +27,10 @@ def evaluate(
     threads: int = 2,
     model_format: Optional[str] = None,
     progress: Optional[Callable[[int], None]] = None,
+    hand: Optional[tuple[int, int]] = None,
 ) -> dict[str, Any]:
-    """Count the crossings of ``line`` (pixels: x1, y1, x2, y2) in a video file or image folder."""
+    """Count the crossings of ``line`` (pixels: x1, y1, x2, y2) in a video file or image folder; compare them
+    with the true crossings of MOT annotations (``gt``) or with people counted by hand (``hand``: in, out)."""
     x1, y1, x2, y2 = line
     counter = CountingLine("line", (x1, y1), (x2, y2), anchor=anchor)
     pipeline = Pipeline(Detector(model, num_threads=threads, model_format=model_format), [counter], anchor=anchor)
@@ -51,6 +53,22 @@ def evaluate(
     if gt is not None:
         # The README's definition of a true crossing: the annotated reference point changes side.
         truth = true_crossings(gt, CountingLine("gt", (x1, y1), (x2, y2), anchor=anchor, band=0.0, band_fraction=0.0))
-        result["gt"] = truth
-        result["accuracy"] = {d: round(accuracy(result[d], truth[d]), 4) for d in ("in", "out")}
+        result.update(compare(result["in"], result["out"], truth))
+    elif hand is not None:
+        result.update(compare(result["in"], result["out"], {"in": hand[0], "out": hand[1]}))
+    return result
+
+
+def compare(counted_in: int, counted_out: int, truth: dict[str, int]) -> dict[str, Any]:
+    """The counts against the truth: ``accuracy`` per direction; and, when the truth has people both ways,
+    ``measured``: the line's rates, as the site inventory takes them (``lines[].measured``) so that the
+    drift correction starts from them."""
+    counted = {"in": counted_in, "out": counted_out}
+    result: dict[str, Any] = {"gt": truth, "accuracy": {d: round(accuracy(counted[d], truth[d]), 4) for d in counted}}
+    if min(truth.values()) > 0:
+        result["measured"] = {
+            "rate_in": round(counted_in / truth["in"], 3),
+            "rate_out": round(counted_out / truth["out"], 3),
+            "crossings": min(truth.values()),
+        }
     return result

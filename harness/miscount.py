@@ -16,6 +16,8 @@ Where the numbers of the ``camera`` model come from, all measured by this projec
   crowds make common; not measured as a function of crowding here: 8 % fewer counted at a full zone is
   an assumption, stated as one;
 - a dirty lens: half the crossings for one whole day, at one device chosen by the seed.
+
+``install_tally`` measures each line's rates as a technician would at install, against a hand count.
 ``commercial`` is a counter sold for the job (97 - 99 %, 1 % extra, little hiding), as vendors state.
 
 People in view (``in_view``, for devices with a ``view``) err too, by assumptions stated as such (not
@@ -33,7 +35,7 @@ from typing import Optional
 import numpy as np
 
 from harness.realtraffic import CLOSED, DAY, Traffic, phases
-from lanewatch.site.model import Site
+from lanewatch.site.model import Measured, Site
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,24 @@ def miscount(
         given.append(DeviceErrors(device, round(float(rates[0]), 4), round(float(rates[1]), 4), dirty_day))
     source = f"{traffic.source}, {errors.name} counters"
     return replace(traffic, device_flows=counted, views=views, source=source), given
+
+
+def install_tally(site: Site, errors: CounterErrors, given: list[DeviceErrors], crossings: int, seed: int = 1) -> Site:
+    """The site as a technician leaves it after measuring each line at install against ``crossings`` people
+    counted by hand each way (``Measured``): the device counts each at its rate, plus its false counts, by
+    chance; in the traffic of an ordinary hour, so not the people a crowd hides, and not a dirty lens."""
+    rng = np.random.default_rng([seed, 2])
+    rates = {g.device: (g.rate_in, g.rate_out) for g in given}
+    devices = []
+    for device in site.devices:
+        lines = []
+        for line in device.lines:
+            counted = [rng.binomial(crossings, rate) + rng.poisson(crossings * errors.false_rate)
+                       for rate in rates.get(device.id, (1.0, 1.0))]  # fmt: skip
+            measured = Measured(rate_in=counted[0] / crossings, rate_out=counted[1] / crossings, crossings=crossings)
+            lines.append(line.model_copy(update={"measured": measured}))
+        devices.append(device.model_copy(update={"lines": lines}))
+    return site.model_copy(update={"devices": devices})
 
 
 def _in_view(

@@ -41,9 +41,12 @@ BARE_GROUP = "bench-bare"
 
 
 @contextlib.contextmanager
-def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto, InfluxDB]]:
+def local_aggregator(
+    folder: Path, inventory: Optional[Path] = None, **settings: Any
+) -> Iterator[tuple[Mosquitto, InfluxDB]]:
     """A private Mosquitto (the example site's generated configuration) and InfluxDB, and `lanewatch
-    aggregator run` on them, subscribed before this yields them (messages published earlier would go nowhere)."""
+    aggregator run` on them for the example site (or ``inventory``, the same site told more), subscribed
+    before this yields them (messages published earlier would go nowhere)."""
     broker_server = Mosquitto.for_site(load_site(EXAMPLE_SITE), folder / "mosquitto")
     with broker_server as broker, InfluxDB(folder / "influxdb") as database:
         assert isinstance(broker, Mosquitto)
@@ -56,7 +59,8 @@ def local_aggregator(folder: Path, **settings: Any) -> Iterator[tuple[Mosquitto,
         log = folder / "aggregator.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "console", "aggregator", "run", "--config", str(config)],
+                [sys.executable, "-m", "console", "aggregator", "run", "--config", str(config),
+                 "--site", str(inventory or EXAMPLE_SITE)],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:

@@ -23,6 +23,9 @@ KIND_NAMES = {"area": "the scenic area", "grid2": "a second-level grid", "grid3"
 
 Role = Literal["officer", "staff", "technician", "control_room"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+#: the share of the people crossing that a camera counter misses or invents at the least, by chance, when its
+#: rate is measured against a hand count (``bench/counting_accuracy.py``: 7 - 11 % missed, 2 - 4 % invented)
+MEASURED_ERRS = 0.08
 
 
 class PlanBox(BaseModel):
@@ -140,6 +143,22 @@ class Entrance(_Item):
     )
 
 
+class Measured(_Item):
+    """How many of the people crossing a line its device counts, each way, measured by the technician at
+    install against a hand count (``lanewatch agent eval`` on a recording of the entrance prints it): the
+    one measure of the counters' common scale besides staff headcounts, which no night can tell (counting
+    every line 5 % short still leaves every zone empty at closing)."""
+
+    rate_in: float = Field(gt=0.5, lt=1.5, description="device's count over the hand count, going in")
+    rate_out: float = Field(gt=0.5, lt=1.5, description="device's count over the hand count, going out")
+    crossings: int = Field(ge=20, description="people counted by hand in the quieter direction: how sure the rates are")
+
+    def doubt(self, rate: float) -> float:
+        """How far off a measured rate may be (relative standard deviation): each person counted by hand was
+        missed or invented by the device by chance, at least ``MEASURED_ERRS`` of them."""
+        return (max(abs(1.0 - rate), MEASURED_ERRS) / self.crossings) ** 0.5 / rate
+
+
 class CountingLine(_Item):
     """A line in the camera image, in fractions of its width and height (resolution independent).
 
@@ -150,6 +169,9 @@ class CountingLine(_Item):
     name: Id
     start: tuple[Fraction, Fraction]
     end: tuple[Fraction, Fraction]
+    measured: Optional[Measured] = Field(
+        default=None, description="its counting rates measured at install: the drift correction starts from them"
+    )
 
     @model_validator(mode="after")
     def _has_length(self) -> CountingLine:

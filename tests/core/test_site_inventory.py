@@ -199,6 +199,12 @@ CASES = {
             ),
         ],
     ),
+    "a line's counting rate measured far off": Broken(
+        "end: [0.5, 1.0]}]\n    view: {zone: yijin, share: 0.06}",
+        "end: [0.5, 1.0], measured: {rate_in: 1.8, rate_out: 0.93, crossings: 212}}]\n"
+        "    view: {zone: yijin, share: 0.06}",
+        [("measured: {rate_in: 1.8", "devices[0].lines[0].measured.rate_in: must be < 1.5, got 1.8")],
+    ),
     "unknown zone, with a hint": Broken(
         "zone: alleys-south, width_m: 4.0, plan: [0.94, 0.6025]}\n  - {id: gong-east",
         "zone: alleys-soth, width_m: 4.0, plan: [0.94, 0.6025]}\n  - {id: gong-east",

@@ -90,6 +90,47 @@ def test_eval_command_prints_one_json_object(shared_assets: Path) -> None:
     assert "counting" in result.stderr  # the progress bar
 
 
+def test_eval_against_a_hand_count_prints_the_lines_rates_for_the_inventory(shared_assets: Path) -> None:
+    """The technician counted the people crossing by hand: the device's counts over theirs are the line's
+    rates, printed as the site inventory takes them; a count too small or too far off says so."""
+    lanewatch = Path(sys.executable).with_name("lanewatch")
+    command = [str(lanewatch), "agent", "eval", str(shared_assets / "videos" / "TUD-Campus" / "TUD-Campus.mp4"),
+               "--model", str(shared_assets / "models" / MODELS["yolov8"]), "--line", "320,0,320,480"]  # fmt: skip
+    as_json = subprocess.run([*command, "--hand", "5,1", "--json"], capture_output=True, text=True, timeout=300)
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["gt"] == {"in": 5, "out": 1}
+    assert report["measured"] == {"rate_in": round(report["in"] / 5, 3), "rate_out": report["out"], "crossings": 1}
+    assert report["in"] >= 3, "the clip's people should be counted: the test would show nothing"
+
+    told = subprocess.run([*command, "--hand", f"{report['in']},{report['out']}"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert told.returncode == 0, told.stderr
+    rates = f"measured: {{rate_in: 1.0, rate_out: 1.0, crossings: {min(report['in'], report['out'])}}}"
+    assert rates in told.stdout
+    assert "count 200 or more each way (the inventory takes 20 or more)" in told.stderr
+
+    far = subprocess.run([*command, "--hand", f"{3 * report['in']},{report['out']}"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert far.returncode == 0, far.stderr
+    assert "measured:" not in far.stdout
+    assert "too far off for a correction" in far.stderr
+
+    for hand, why in (("5", "expected two whole numbers IN,OUT"), ("5,-1", "cannot be negative")):
+        wrong = subprocess.run([*command, "--hand", hand], capture_output=True, text=True, timeout=60)
+        assert wrong.returncode == 2
+        assert why in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+    both = subprocess.run(
+        [*command, "--hand", "5,1", "--gt", str(shared_assets / "videos" / "TUD-Campus" / "gt" / "gt.txt")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert both.returncode == 2
+    assert "give the true crossings once" in both.stderr
+
+
 def test_eval_command_explains_a_bad_line(shared_assets: Path) -> None:
     lanewatch = Path(sys.executable).with_name("lanewatch")
     command = [str(lanewatch), "agent", "eval", str(shared_assets / "videos" / "TUD-Campus" / "TUD-Campus.mp4"),

@@ -67,6 +67,7 @@ def test_a_dirty_lens_is_flagged_to_the_technicians_and_the_learning_is_stored_w
     flagged = [row for row in factors if row["flagged"]]
     assert {row["device"] for row in flagged} == {VICTIM}
     assert all(row["day_in"] + row["day_out"] > 0 for row in factors)
+    assert {row["prior"] for row in factors} == {1.0}  # no line of the example was measured at install
     assert [row["used"] for row in closures[:6]] == [False] * 6  # the first night only sets the reference
     assert state["last"].startswith("{")
     assert any(row["occupancy"] != row["uncorrected"] for row in zones)  # corrected, and uncorrected beside it
