@@ -327,9 +327,10 @@ def devices_board(site: Site) -> dict[str, Any]:
             "SELECT last(\"processed\") AS \"processed\", last(\"stored\") AS \"stored\", last(\"rejected\") AS "
             f"\"rejected\", last(\"lag_s\") AS \"lag_s\" FROM \"aggregator\" WHERE \"site\" = '{s}' AND $timeFilter "
             "GROUP BY time($__interval), \"instance\" fill(none)", alias="$tag_instance $col")], 0, 23, 24, 7),
-        panel("table", "计数系数（最近一夜）Counting factors (latest night): people per count in and out; "
-              "flagged: check the counter", [
+        panel("table", "计数系数（最近一夜）Counting factors (latest night): people per count in and out; from: "
+              "where they started (one over the rates measured at install, else 1); flagged: check the counter", [
             target("SELECT last(\"f_in\") AS \"in\", last(\"f_out\") AS \"out\", last(\"sd_in\") AS \"± in\", "
+                   "last(\"prior\") AS \"from\", "
                    "last(\"day_in\") AS \"counted in\", last(\"day_out\") AS \"counted out\", last(\"flagged\") AS "
                    f"\"flagged\", last(\"why\") AS \"why\" FROM \"counting_factors\" WHERE \"site\" = '{s}' "
                    "GROUP BY \"device\", \"line\"", table=True)], 0, 30, 24, 9),
