@@ -287,6 +287,79 @@ def eval_command(
         _say_measured(measured)
 
 
+@agent.command("tally")
+@config_option
+@click.option("--line", "line_name", default=None, help="the counting line [default: the configuration's first]")
+def tally_command(config_path: Path, line_name: Optional[str]) -> None:
+    """Measure a line's counting rates against your hand count, while the agent counts as usual.
+
+    Stand where you see the line and press i for every person going in, o for every person going out
+    (u takes the last key back), for a busy quarter of an hour or 200 people each way; q stops. The
+    agent's own counts over the same time (its totals, committed every window) against yours are the
+    line's rates, printed as the site inventory takes them (``measured:`` under the device's line), so
+    that the drift correction starts from them. Run it as the service's user, beside the running agent:
+    sudo -u lanewatch /opt/lanewatch/venv/bin/lanewatch agent tally --config /etc/lanewatch/device.yaml
+    """
+    import os
+    import termios
+    import time
+    import tty
+
+    from edge_agent.tally import TotalsError, compare, read_totals
+
+    config = _load_config_or_exit(config_path)
+    names = [line.name for line in config.lines] + ([config.counter.line] if config.counter else [])
+    name = line_name or names[0]
+    if name not in names:
+        raise click.BadParameter(
+            f"no line {name!r} in {config_path}; its lines: {', '.join(names)}", param_hint="--line"
+        )
+    try:
+        start = read_totals(config.state_dir, name)
+    except TotalsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not sys.stdin.isatty():
+        raise click.ClickException("tally reads the keys you press: run it on a terminal (ssh -t, not a pipe)")
+    click.echo(f"line {name}: counting by hand from now. i: one in, o: one out, u: take the last back, q: stop")
+    hand, keys = {"in": 0, "out": 0}, []
+    terminal = sys.stdin.fileno()
+    saved = termios.tcgetattr(terminal)
+    tty.setcbreak(terminal)  # every key as it is pressed, not echoed; Ctrl-C still stops
+    try:
+        pressed = "start"
+        while pressed and "q" not in pressed:
+            pressed = os.read(terminal, 64).decode(errors="replace").lower()  # "" at the end of input
+            for key in pressed.split("q")[0]:
+                if key in ("i", "o"):
+                    keys.append("in" if key == "i" else "out")
+                    hand[keys[-1]] += 1
+                elif key == "u" and keys:
+                    hand[keys.pop()] -= 1
+            click.echo(f"\rby hand: in {hand['in']:>4}  out {hand['out']:>4}", nl=False)
+    except KeyboardInterrupt:  # stop counting, keep what was counted
+        pass
+    finally:
+        termios.tcsetattr(terminal, termios.TCSADRAIN, saved)
+    click.echo()
+    click.echo(f"waiting {config.window_s + 1:g} s for the agent's last window ...", err=True)
+    time.sleep(config.window_s + 1)  # the people counted by hand just now reach its totals with its next window
+    try:
+        end = read_totals(config.state_dir, name)
+    except TotalsError as exc:
+        raise click.ClickException(str(exc)) from None
+    counted = (end[0] - start[0], end[1] - start[1])
+    if min(counted) < 0:
+        raise click.ClickException("the agent's totals went back (was its state reset?): count again")
+    click.echo(f"the device counted in {counted[0]}, out {counted[1]}; you counted in {hand['in']}, out {hand['out']}")
+    result = compare(counted[0], counted[1], hand)
+    if "measured" not in result:
+        raise click.ClickException("count people both ways: a rate needs at least one person each way")
+    _say_measured(result["measured"])
+    click.echo(
+        f"(the device's count is off by up to its people of one {config.window_s:g} s window at each end)", err=True
+    )
+
+
 def _say_measured(measured: dict[str, Any]) -> None:
     """What the technician pastes into the site inventory, and how sure it is; or why it is no use."""
     from pydantic import ValidationError

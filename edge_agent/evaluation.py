@@ -11,11 +11,7 @@ from edge_agent.detector import Detector
 from edge_agent.groundtruth import true_crossings
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources import open_source
-
-
-def accuracy(predicted: int, true: int) -> float:
-    """How close a count is to the truth: smaller over larger (1.0 when both are 0)."""
-    return 1.0 if predicted == true else min(predicted, true) / max(predicted, true)
+from edge_agent.tally import compare
 
 
 def evaluate(
@@ -56,19 +52,4 @@ def evaluate(
         result.update(compare(result["in"], result["out"], truth))
     elif hand is not None:
         result.update(compare(result["in"], result["out"], {"in": hand[0], "out": hand[1]}))
-    return result
-
-
-def compare(counted_in: int, counted_out: int, truth: dict[str, int]) -> dict[str, Any]:
-    """The counts against the truth: ``accuracy`` per direction; and, when the truth has people both ways,
-    ``measured``: the line's rates, as the site inventory takes them (``lines[].measured``) so that the
-    drift correction starts from them."""
-    counted = {"in": counted_in, "out": counted_out}
-    result: dict[str, Any] = {"gt": truth, "accuracy": {d: round(accuracy(counted[d], truth[d]), 4) for d in counted}}
-    if min(truth.values()) > 0:
-        result["measured"] = {
-            "rate_in": round(counted_in / truth["in"], 3),
-            "rate_out": round(counted_out / truth["out"], 3),
-            "crossings": min(truth.values()),
-        }
     return result

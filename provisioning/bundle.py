@@ -234,5 +234,9 @@ def _readme(site: Site, device: str, host: str, port: int, info: Optional[ModelI
         "查看摄像头画面与计数线 To look at what the camera sees and the counting lines:\n"
         "  sudo -u lanewatch /opt/lanewatch/venv/bin/lanewatch agent calibrate --config /etc/lanewatch/device.yaml "
         "--out /tmp/view.png\n"
+        "人工计数对照，测出计数线的计数率 To measure the line's counting rates against your own hand count (i, o, q):\n"
+        "  sudo -u lanewatch /opt/lanewatch/venv/bin/lanewatch agent tally --config /etc/lanewatch/device.yaml\n"
+        "  打印的 measured: 写入站点清单该设备的计数线下。\n"
+        "  Put the measured: it prints under this device's line in the site inventory.\n"
         "更换设备：用同一安装包执行上面两条命令。A replacement device: the same two commands with this same bundle.\n"
     )

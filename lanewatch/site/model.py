@@ -145,7 +145,7 @@ class Entrance(_Item):
 
 class Measured(_Item):
     """How many of the people crossing a line its device counts, each way, measured by the technician at
-    install against a hand count (``lanewatch agent eval`` on a recording of the entrance prints it): the
+    install against a hand count (``lanewatch agent tally`` beside the running agent prints it): the
     one measure of the counters' common scale besides staff headcounts, which no night can tell (counting
     every line 5 % short still leaves every zone empty at closing)."""
 
