@@ -350,6 +350,11 @@ def tally_command(config_path: Path, line_name: Optional[str]) -> None:
     counted = (end[0] - start[0], end[1] - start[1])
     if min(counted) < 0:
         raise click.ClickException("the agent's totals went back (was its state reset?): count again")
+    if counted == (0, 0) and hand["in"] + hand["out"] > 0:
+        raise click.ClickException(
+            "the agent counted nobody meanwhile: is it running with this configuration (systemctl status "
+            "lanewatch-agent)? Count again once it is"
+        )
     click.echo(f"the device counted in {counted[0]}, out {counted[1]}; you counted in {hand['in']}, out {hand['out']}")
     result = compare(counted[0], counted[1], hand)
     if "measured" not in result:
