@@ -43,7 +43,7 @@ class Agent:
         self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_messages,
                              config.outbox.max_age_h * 3600, config.outbox.max_unstored)  # fmt: skip
         state = self.outbox.state()
-        names = [line.name for line in config.lines] + ([config.counter.line] if config.counter else [])
+        names = config.line_names
         self.totals = {name: {d: int(state.get(f"total.{name}.{d}", "0")) for d in ("in", "out")} for name in names}
         self._commit_lock = threading.Lock()  # the camera and a cross-check counter commit from two threads
         self.seq = 0

@@ -308,7 +308,7 @@ def tally_command(config_path: Path, line_name: Optional[str]) -> None:
     from edge_agent.tally import TotalsError, compare, read_totals
 
     config = _load_config_or_exit(config_path)
-    names = [line.name for line in config.lines] + ([config.counter.line] if config.counter else [])
+    names = config.line_names
     name = line_name or names[0]
     if name not in names:
         raise click.BadParameter(

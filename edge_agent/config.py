@@ -78,6 +78,11 @@ class AgentConfig(_Section):
     sign: Optional[SignConfig] = None
     counter: Optional[CounterConfig] = None
 
+    @property
+    def line_names(self) -> list[str]:
+        """Every line the agent keeps totals for: the camera's, then a cross-check counter's."""
+        return [line.name for line in self.lines] + ([self.counter.line] if self.counter else [])
+
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
         names = [line.name for line in self.lines]
