@@ -10,7 +10,11 @@ from InfluxDB), so its levels and drift equal `level_replay.py`'s, and its early
     .venv/bin/python bench/drift_quick.py [--week 2024-12-09 2024-11-25] [--warmup 7] [--days 7]
         [--counters camera | --rate 0.85 0.95 --false-rate 0.03 --hiding 0.12] [--error-seed 1 2 3]
         [--headcounts 120] [--uncorrected] [--no-views] [--scale-sd 0.1] [--prior 1.0] [--install-tally 200]
-        [--json]
+        [--oracle] [--json]
+
+``--oracle`` adds a run whose factors are what each counter truly does, fixed from the start: the floor of
+any correction of the flows. What it leaves is what no night can tell (the people a crowd hides, which
+cancel out by closing; chance in who is counted; a half-blind lens's missing half): only anchors reach it.
 """
 
 from __future__ import annotations
@@ -60,10 +64,14 @@ def run(
     drift: DriftConfig,
     counts: dict[int, list[contract.Headcount]],
     warmup: int,
+    known: Optional[dict[str, tuple[float, float]]] = None,
 ) -> tuple[levelreplay.Judgement, float]:
-    """One replay in process, judged after ``warmup`` days; and how often the band held the truth."""
+    """One replay in process, judged after ``warmup`` days; and how often the band held the truth. ``known``:
+    each device's true factors (in, out), set sure and fixed instead of learned."""
     levels = LevelsConfig()
     rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, levels)
+    if known is not None:
+        _know(rollup, known)
     forecast = Forecaster(site.site.timezone, levels.forecast_min)
     entrance = {d.id: d.entrance for d in site.devices}
     fleet = devices(site)
@@ -92,6 +100,16 @@ def run(
     return levelreplay.judge(site, truth, notices, levels, occupancy, judged_from=judged), held(
         site, truth, occupancy, bands, judged
     )
+
+
+def _know(rollup: RollUp, known: dict[str, tuple[float, float]]) -> None:
+    """Every line's factors set to ``known`` (per device: in, out), without doubt, so no night moves them."""
+    factors = rollup.factors
+    for (device, _line), i in factors.index.items():
+        factors.x[i], factors.x[i + 1] = known[device]
+        factors.prior[i], factors.prior[i + 1] = known[device]
+        for j in range(len(factors.p)):
+            factors.p[i][j] = factors.p[j][i] = factors.p[i + 1][j] = factors.p[j][i + 1] = 0.0
 
 
 def held(
@@ -141,6 +159,10 @@ def main() -> None:
         "--install-tally", type=int, default=0, metavar="PEOPLE",
         help="each line's rates measured at install against this many people counted by hand each way",
     )  # fmt: skip
+    parser.add_argument(
+        "--oracle", action="store_true",
+        help="also run with every line's true factors, fixed: the floor of any correction of the flows",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     site = load_site(EXAMPLE_SITE)
@@ -158,11 +180,18 @@ def main() -> None:
                 miscount.install_tally(site, errors, given, args.install_tally, seed) if args.install_tally else site
             )
             counts = headcounts.staff_headcounts(site, traffic, args.headcounts, seed=seed) if args.headcounts else {}
-            for enabled in (False, True) if args.uncorrected else (True,):
-                drift = DriftConfig(enabled=enabled, views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior)
-                verdict, band_held = run(measured, counted, traffic, drift, counts, args.warmup)
+            modes = ["uncorrected"] if args.uncorrected else []
+            modes += ["corrected"] + (["oracle"] if args.oracle else [])
+            for mode in modes:
+                drift = DriftConfig(
+                    enabled=mode != "uncorrected", views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior,
+                    night_sd=0.0 if mode == "oracle" else DriftConfig().night_sd,  # the oracle's factors stay put
+                )  # fmt: skip
+                known = miscount.true_factors(errors, given) if mode == "oracle" else None
+                verdict, band_held = run(measured, counted, traffic, drift, counts, args.warmup, known)
                 result = {
-                    "week": str(week), "seed": seed, "corrected": enabled, "minutes": verdict.minutes,
+                    "week": str(week), "seed": seed, "corrected": mode != "uncorrected", "mode": mode,
+                    "minutes": verdict.minutes,
                     "wrong_level": round(verdict.wrong_level / verdict.minutes, 4),
                     "missed_red": len(verdict.missed_red), "false_red": verdict.false_red,
                     "worst_drift": round(verdict.worst_drift or 0.0, 3), "at": verdict.worst_drift_at,
@@ -172,8 +201,7 @@ def main() -> None:
                 }  # fmt: skip
                 results.append(result)
                 if not args.json:
-                    mode = "corrected  " if enabled else "uncorrected"
-                    print(f"{week} seed {seed} {mode}  wrong {result['wrong_level']:6.2%}"
+                    print(f"{week} seed {seed} {mode:11s}  wrong {result['wrong_level']:6.2%}"
                           f"  missed red {result['missed_red']:>5}  false red {result['false_red']:>5}"
                           f"  worst drift {result['worst_drift']:6.1%} ({result['at']})"
                           f"  warned {result['warned']}/{result['red_entries']} reds,"

@@ -124,6 +124,13 @@ def install_tally(site: Site, errors: CounterErrors, given: list[DeviceErrors], 
     return site.model_copy(update={"devices": devices})
 
 
+def true_factors(errors: CounterErrors, given: list[DeviceErrors]) -> dict[str, tuple[float, float]]:
+    """What each device's counts truly stand for, per direction (in, out): one over its counting rate plus
+    its false counts, as a perfect install tally would measure them (not the people a crowd hides, not a
+    dirty lens): the factors no correction of the flows can do better than."""
+    return {g.device: (1.0 / (g.rate_in + errors.false_rate), 1.0 / (g.rate_out + errors.false_rate)) for g in given}
+
+
 def _in_view(
     site: Site,
     traffic: Traffic,
