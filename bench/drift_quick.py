@@ -69,6 +69,8 @@ def run(
     """One replay in process, judged after ``warmup`` days; and how often the band held the truth. ``known``:
     each device's true factors (in, out), set sure and fixed instead of learned."""
     levels = LevelsConfig()
+    if known is not None:
+        drift = drift.model_copy(update={"night_sd": 0.0})  # no night may move them
     rollup, engine = RollUp(site, drift=drift, clock=lambda: 0.0), LevelEngine(site, levels)
     if known is not None:
         _know(rollup, known)
@@ -103,7 +105,8 @@ def run(
 
 
 def _know(rollup: RollUp, known: dict[str, tuple[float, float]]) -> None:
-    """Every line's factors set to ``known`` (per device: in, out), without doubt, so no night moves them."""
+    """Every line's factors set to ``known`` (per device: in, out), without doubt: with no night's drift
+    (``night_sd`` 0) no night moves them."""
     factors = rollup.factors
     for (device, _line), i in factors.index.items():
         factors.x[i], factors.x[i + 1] = known[device]
@@ -184,9 +187,8 @@ def main() -> None:
             modes += ["corrected"] + (["oracle"] if args.oracle else [])
             for mode in modes:
                 drift = DriftConfig(
-                    enabled=mode != "uncorrected", views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior,
-                    night_sd=0.0 if mode == "oracle" else DriftConfig().night_sd,  # the oracle's factors stay put
-                )  # fmt: skip
+                    enabled=mode != "uncorrected", views=not args.no_views, scale_sd=args.scale_sd, prior=args.prior
+                )
                 known = miscount.true_factors(errors, given) if mode == "oracle" else None
                 verdict, band_held = run(measured, counted, traffic, drift, counts, args.warmup, known)
                 result = {
